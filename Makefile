@@ -1,0 +1,47 @@
+# hull: build, guest image, tests, demo. `make help` lists the targets.
+GO        ?= go
+BIN       ?= bin
+IMAGE_DIR ?= /var/lib/hull/image
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+AGENT_LDFLAGS := -s -w -extldflags "-static" -X github.com/hullrt/hull/internal/guest.Version=$(VERSION)
+
+.PHONY: all build hull agent image test unit integration demo proto lint clean help
+
+all: build
+
+build: hull agent ## build hull and the static hull-agent into bin/
+
+hull:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/hull ./cmd/hull
+
+# The agent is PID 1 of the guest: static, with libcontainer's cgo nsenter.
+agent:
+	CGO_ENABLED=1 $(GO) build -tags 'netgo osusergo' -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/hull-agent ./cmd/hull-agent
+
+image: build ## build the guest image (kernel + initrd) into $(IMAGE_DIR)
+	$(BIN)/hull image build --output $(IMAGE_DIR)
+
+unit: ## unit tests (no root, no VMs)
+	$(GO) test ./...
+
+integration: image ## integration tests: real QEMU VMs (root)
+	HULL_TEST_BIN=$(abspath $(BIN)) HULL_TEST_IMAGE_DIR=$(IMAGE_DIR) $(GO) test -count=1 -v -timeout 30m ./test/...
+
+test: unit integration ## everything CI runs
+
+demo: image ## run a busybox container in a VM and show that it is one
+	test/demo.sh $(abspath $(BIN))
+
+proto: ## regenerate api/agent/v1 from agent.proto
+	cd api/agent/v1 && $(GO) generate ./
+
+lint:
+	gofmt -l . | (! grep .)
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)
+
+help:
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/hullrt/hull/internal/config"
+	"github.com/hullrt/hull/internal/hypervisor"
+	"github.com/hullrt/hull/internal/image"
+)
+
+// finding is one line of `hull check`.
+type finding struct {
+	level string // "ok", "info", "FAIL"
+	what  string
+}
+
+var checkCommand = &cli.Command{
+	Name:  "check",
+	Usage: "check whether this host can run hull containers, and how",
+	Action: func(c *cli.Context) error {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		failed := 0
+		for _, f := range hostChecks(cfg) {
+			fmt.Printf("%-4s  %s\n", f.level, f.what)
+			if f.level == "FAIL" {
+				failed++
+			}
+		}
+		if failed > 0 {
+			return cli.Exit(fmt.Sprintf("this host cannot run hull: %d check(s) failed", failed), 1)
+		}
+		fmt.Println("this host can run hull")
+		return nil
+	},
+}
+
+func hostChecks(cfg *config.Config) []finding {
+	var out []finding
+	add := func(ok bool, good, bad string) {
+		if ok {
+			out = append(out, finding{"ok", good})
+		} else {
+			out = append(out, finding{"FAIL", bad})
+		}
+	}
+	add(os.Geteuid() == 0, "running as root", "hull must run as root")
+
+	qemu := firstNonEmpty(cfg.Hypervisor.Path, "qemu-system-x86_64")
+	qpath, err := exec.LookPath(qemu)
+	add(err == nil, "qemu: "+qpath+" ("+qemuVersion(qpath)+")", "qemu not found: "+qemu+" (apt-get install qemu-system-x86)")
+
+	switch {
+	case hypervisor.KVMUsable():
+		out = append(out, finding{"ok", "/dev/kvm usable: guests run with KVM"})
+	case cfg.Hypervisor.Accel == "kvm":
+		out = append(out, finding{"FAIL", "hypervisor.accel = kvm but /dev/kvm is not usable"})
+	default:
+		out = append(out, finding{"info", "no usable /dev/kvm: guests run with TCG software emulation (slower)"})
+	}
+	if hypervisor.VhostVsockUsable() {
+		out = append(out, finding{"ok", "/dev/vhost-vsock usable: agent channel over vsock"})
+	} else if cfg.Agent.Channel == "vsock" {
+		out = append(out, finding{"FAIL", "agent.channel = vsock but /dev/vhost-vsock is not usable"})
+	} else {
+		out = append(out, finding{"info", "no /dev/vhost-vsock: agent channel over virtio-serial"})
+	}
+	if cfg.Storage.SharedFS == "virtio-fs" {
+		_, err := os.Stat(cfg.Storage.Virtiofsd)
+		add(err == nil, "virtiofsd: "+cfg.Storage.Virtiofsd, "virtiofsd not found at "+cfg.Storage.Virtiofsd+" (storage.virtiofsd)")
+	}
+	img, err := image.Load(cfg.Image.Dir)
+	if err == nil && cfg.Hypervisor.Kernel == img.Kernel {
+		out = append(out, finding{"ok", "guest image: kernel " + img.KernelVersion + " in " + cfg.Image.Dir})
+	} else {
+		for _, f := range []string{cfg.Hypervisor.Kernel, cfg.Hypervisor.Initrd} {
+			_, err := os.Stat(f)
+			add(err == nil, "guest file: "+f, "guest file missing: "+f+" (run 'hull image build')")
+		}
+	}
+	return out
+}
+
+func qemuVersion(path string) string {
+	if path == "" {
+		return "?"
+	}
+	b, err := exec.Command(path, "--version").Output()
+	if err != nil {
+		return "unknown version"
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line)
+}

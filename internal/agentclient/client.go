@@ -1,0 +1,210 @@
+// Package agentclient is the host's typed client of the guest agent. It
+// runs the agent API over streams of a channel session and checks what the
+// guest answers: from the host's side the guest is untrusted.
+package agentclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	agent "github.com/hullrt/hull/api/agent/v1"
+	"github.com/hullrt/hull/internal/channel"
+)
+
+// ioChunk is how much stdio one request carries.
+const ioChunk = 256 << 10
+
+// Client talks to one agent.
+type Client struct {
+	// ctl carries short control calls; io carries the blocking stdio reads
+	// and waits, so that they never queue behind (or ahead of) control calls.
+	ctl, io agent.AgentService
+	conns   []*ttrpc.Client
+	timeout time.Duration
+}
+
+// New opens the client's streams on s. timeout bounds each control call.
+func New(s *channel.Session, timeout time.Duration) (*Client, error) {
+	c := &Client{timeout: timeout}
+	for _, dst := range []*agent.AgentService{&c.ctl, &c.io} {
+		conn, err := s.Open()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		tc := ttrpc.NewClient(conn)
+		c.conns = append(c.conns, tc)
+		*dst = agent.NewAgentClient(tc)
+	}
+	return c, nil
+}
+
+// Close closes the client's streams.
+func (c *Client) Close() error {
+	var errs []error
+	for _, tc := range c.conns {
+		errs = append(errs, tc.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+// WaitReady blocks until the agent answers a health check. The request is
+// queued in the channel while the guest boots and answered as soon as the
+// agent serves, so there is no polling; ctx carries the boot deadline.
+func (c *Client) WaitReady(ctx context.Context) (*agent.VersionResponse, error) {
+	r, err := c.ctl.Check(ctx, &agent.CheckRequest{})
+	if err != nil {
+		return nil, err
+	}
+	if r.Status != agent.CheckResponse_SERVING {
+		return nil, fmt.Errorf("agent not serving: %v", r.Status)
+	}
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	v, err := c.ctl.Version(cctx, &agent.VersionRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("agent version: %w", err)
+	}
+	if v.ApiVersion < agent.APIVersion {
+		return nil, fmt.Errorf("agent speaks API version %d, need %d: rebuild the guest image", v.ApiVersion, agent.APIVersion)
+	}
+	return v, nil
+}
+
+func (c *Client) CreateSandbox(ctx context.Context, r *agent.CreateSandboxRequest) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.CreateSandbox(ctx, r)
+	return err
+}
+
+func (c *Client) DestroySandbox(ctx context.Context) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.DestroySandbox(ctx, &agent.DestroySandboxRequest{})
+	return err
+}
+
+func (c *Client) CreateContainer(ctx context.Context, id string, spec []byte) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: id, OciSpec: spec})
+	return err
+}
+
+func (c *Client) StartContainer(ctx context.Context, id string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.StartContainer(ctx, &agent.StartContainerRequest{ContainerId: id})
+	return err
+}
+
+func (c *Client) RemoveContainer(ctx context.Context, id string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.RemoveContainer(ctx, &agent.RemoveContainerRequest{ContainerId: id})
+	return err
+}
+
+func (c *Client) ExecProcess(ctx context.Context, cid, eid string, process []byte) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.ExecProcess(ctx, &agent.ExecProcessRequest{ContainerId: cid, ExecId: eid, Process: process})
+	return err
+}
+
+func (c *Client) Signal(ctx context.Context, cid, eid string, sig uint32, all bool) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.SignalProcess(ctx, &agent.SignalProcessRequest{ContainerId: cid, ExecId: eid, Signal: sig, All: all})
+	return err
+}
+
+func (c *Client) ResizeTTY(ctx context.Context, cid, eid string, rows, cols uint16) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.TtyWinResize(ctx, &agent.TtyWinResizeRequest{ContainerId: cid, ExecId: eid, Rows: uint32(rows), Columns: uint32(cols)})
+	return err
+}
+
+// Wait blocks until the process exits and returns its exit status
+// (128+signal when it was killed).
+func (c *Client) Wait(ctx context.Context, cid, eid string) (int, time.Time, error) {
+	r, err := c.io.WaitProcess(ctx, &agent.WaitProcessRequest{ContainerId: cid, ExecId: eid})
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	if r.ExitStatus < 0 || r.ExitStatus > 255 {
+		return 0, time.Time{}, fmt.Errorf("agent sent invalid exit status %d", r.ExitStatus)
+	}
+	var at time.Time
+	if r.ExitedAt != nil {
+		at = r.ExitedAt.AsTime()
+	}
+	return int(r.ExitStatus), at, nil
+}
+
+// CopyOut copies the process's stdout (or stderr) to w until the stream
+// ends.
+func (c *Client) CopyOut(ctx context.Context, cid, eid string, stderr bool, w io.Writer) error {
+	read := c.io.ReadStdout
+	if stderr {
+		read = c.io.ReadStderr
+	}
+	for {
+		r, err := read(ctx, &agent.ReadStreamRequest{ContainerId: cid, ExecId: eid, Len: ioChunk})
+		if err != nil {
+			return err
+		}
+		if len(r.Data) > ioChunk {
+			return fmt.Errorf("agent sent %d bytes for a %d byte read", len(r.Data), ioChunk)
+		}
+		if len(r.Data) > 0 {
+			if _, err := w.Write(r.Data); err != nil {
+				return err
+			}
+		}
+		if r.Eof {
+			return nil
+		}
+	}
+}
+
+// CopyIn copies r to the process's stdin and closes it at EOF of r.
+func (c *Client) CopyIn(ctx context.Context, cid, eid string, r io.Reader) error {
+	buf := make([]byte, ioChunk)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			data := buf[:n]
+			for len(data) > 0 {
+				resp, err := c.io.WriteStdin(ctx, &agent.WriteStreamRequest{ContainerId: cid, ExecId: eid, Data: data})
+				if err != nil {
+					return err
+				}
+				if resp.Len == 0 || int(resp.Len) > len(data) {
+					return fmt.Errorf("agent acknowledged %d of %d stdin bytes", resp.Len, len(data))
+				}
+				data = data[resp.Len:]
+			}
+		}
+		if rerr == io.EOF {
+			cctx, cancel := c.call(ctx)
+			defer cancel()
+			_, err := c.ctl.CloseStdin(cctx, &agent.CloseStdinRequest{ContainerId: cid, ExecId: eid})
+			return err
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	t.Setenv(EnvPath, "")
+	c := Default()
+	c.fill()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	if c.Hypervisor.Kernel != "/var/lib/hull/image/vmlinuz" {
+		t.Errorf("kernel default = %q", c.Hypervisor.Kernel)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    string
+		wantErr string
+		check   func(*testing.T, *Config)
+	}{
+		{name: "empty file keeps defaults", body: "", check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.VCPUs != 1 || c.Storage.SharedFS != "virtio-fs" {
+				t.Errorf("defaults lost: %+v", c)
+			}
+		}},
+		{name: "overrides", body: "[hypervisor]\nvcpus = 2\nboot_timeout = \"5s\"\n[image]\ndir = \"/srv/img\"\n", check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.VCPUs != 2 || c.Hypervisor.BootTimeout.Duration != 5*time.Second {
+				t.Errorf("overrides not applied: %+v", c.Hypervisor)
+			}
+			if c.Hypervisor.Initrd != "/srv/img/initrd.img" {
+				t.Errorf("initrd not derived from image.dir: %q", c.Hypervisor.Initrd)
+			}
+		}},
+		{name: "unknown key", body: "[hypervisor]\ncpus = 2\n", wantErr: "unknown keys: hypervisor.cpus"},
+		{name: "bad accel", body: "[hypervisor]\naccel = \"hvf\"\n", wantErr: "hypervisor.accel"},
+		{name: "bad memory", body: "[hypervisor]\nmemory_mib = 8\n", wantErr: "hypervisor.memory_mib"},
+		{name: "bad duration", body: "[hypervisor]\nboot_timeout = \"soon\"\n", wantErr: "invalid duration"},
+		{name: "bad shared fs", body: "[storage]\nshared_fs = \"nfs\"\n", wantErr: "storage.shared_fs"},
+		{name: "syntax error", body: "[hypervisor\n", wantErr: "loading config"},
+		{name: "relative root", body: "[runtime]\nroot = \"run\"\n", wantErr: "runtime.root"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(writeConfig(t, tt.body))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.toml")); err == nil {
+		t.Fatal("explicit missing config file accepted")
+	}
+	t.Setenv(EnvPath, filepath.Join(t.TempDir(), "nope.toml"))
+	if _, err := Load(""); err == nil {
+		t.Fatal("missing $HULL_CONFIG file accepted")
+	}
+}
+
+func TestEnvOverride(t *testing.T) {
+	t.Setenv(EnvPath, writeConfig(t, "[hypervisor]\nmemory_mib = 256\n"))
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hypervisor.MemoryMiB != 256 {
+		t.Errorf("HULL_CONFIG not used: memory %d", c.Hypervisor.MemoryMiB)
+	}
+}

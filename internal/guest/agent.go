@@ -1,0 +1,387 @@
+package guest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/opencontainers/runc/libcontainer"
+	// Registers the device-rule manager libcontainer applies cgroup device
+	// rules with (eBPF on cgroup v2).
+	_ "github.com/opencontainers/runc/libcontainer/cgroups/devices"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	agent "github.com/hullrt/hull/api/agent/v1"
+)
+
+// Version is the agent's version, set at build time.
+var Version = "dev"
+
+// stateRoot is where libcontainer keeps container state inside the guest.
+const stateRoot = "/run/hull/containers"
+
+var empty = &emptypb.Empty{}
+
+// Agent implements the agent API.
+type Agent struct {
+	mu         sync.Mutex
+	sandboxID  string
+	mounts     []string // storages mounted for the sandbox, in mount order
+	containers map[string]*container
+}
+
+type container struct {
+	c     *libcontainer.Container
+	init  *process
+	execs map[string]*process
+}
+
+var _ agent.AgentService = (*Agent)(nil)
+
+// NewAgent returns an agent with no sandbox.
+func NewAgent() *Agent {
+	return &Agent{containers: map[string]*container{}}
+}
+
+func (a *Agent) Check(context.Context, *agent.CheckRequest) (*agent.CheckResponse, error) {
+	return &agent.CheckResponse{Status: agent.CheckResponse_SERVING}, nil
+}
+
+func (a *Agent) Version(context.Context, *agent.VersionRequest) (*agent.VersionResponse, error) {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	return &agent.VersionResponse{
+		AgentVersion:  Version,
+		ApiVersion:    agent.APIVersion,
+		KernelRelease: unix.ByteSliceToString(u.Release[:]),
+	}, nil
+}
+
+func (a *Agent) CreateSandbox(ctx context.Context, r *agent.CreateSandboxRequest) (*emptypb.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sandboxID != "" {
+		return nil, status.Errorf(codes.AlreadyExists, "sandbox %s already exists", a.sandboxID)
+	}
+	if r.Hostname != "" {
+		if err := unix.Sethostname([]byte(r.Hostname)); err != nil {
+			return nil, fmt.Errorf("setting hostname: %w", err)
+		}
+	}
+	for _, s := range r.Storages {
+		if err := mountStorage(s); err != nil {
+			a.unmountAll()
+			return nil, err
+		}
+		a.mounts = append(a.mounts, s.MountPoint)
+	}
+	a.sandboxID = r.SandboxId
+	return empty, nil
+}
+
+func mountStorage(s *agent.Storage) error {
+	if !filepath.IsAbs(s.MountPoint) {
+		return status.Errorf(codes.InvalidArgument, "storage mount point %q is not absolute", s.MountPoint)
+	}
+	if err := os.MkdirAll(s.MountPoint, 0o755); err != nil {
+		return err
+	}
+	var flags uintptr
+	var data []string
+	for _, o := range s.Options {
+		switch o {
+		case "ro":
+			flags |= unix.MS_RDONLY
+		case "nosuid":
+			flags |= unix.MS_NOSUID
+		case "nodev":
+			flags |= unix.MS_NODEV
+		default:
+			data = append(data, o)
+		}
+	}
+	if err := unix.Mount(s.Source, s.MountPoint, s.Fstype, flags, strings.Join(data, ",")); err != nil {
+		return fmt.Errorf("mounting %s %s on %s: %w", s.Fstype, s.Source, s.MountPoint, err)
+	}
+	return nil
+}
+
+func (a *Agent) unmountAll() {
+	for i := len(a.mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(a.mounts[i], unix.MNT_DETACH); err != nil {
+			logrus.WithError(err).Warnf("unmounting %s", a.mounts[i])
+		}
+	}
+	a.mounts = nil
+}
+
+func (a *Agent) DestroySandbox(context.Context, *agent.DestroySandboxRequest) (*emptypb.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, c := range a.containers {
+		a.destroy(id, c)
+	}
+	a.unmountAll()
+	a.sandboxID = ""
+	unix.Sync()
+	return empty, nil
+}
+
+func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerRequest) (*emptypb.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.containers[r.ContainerId]; ok {
+		return nil, status.Errorf(codes.AlreadyExists, "container %s already exists", r.ContainerId)
+	}
+	spec, err := guestSpec(r.ContainerId, r.OciSpec)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
+	}
+	if _, err := os.Stat(spec.Root.Path); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s: rootfs: %v", r.ContainerId, err)
+	}
+	cfg, err := libcontainerConfig(r.ContainerId, spec)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
+	}
+	lc, err := libcontainer.Create(stateRoot, r.ContainerId, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating container %s: %w", r.ContainerId, err)
+	}
+	p, err := a.startProcess(lc, spec.Process, true)
+	if err != nil {
+		_ = lc.Destroy()
+		return nil, fmt.Errorf("creating container %s: %w", r.ContainerId, err)
+	}
+	a.containers[r.ContainerId] = &container{c: lc, init: p, execs: map[string]*process{}}
+	return empty, nil
+}
+
+// startProcess starts an init (held at the exec fifo until StartContainer)
+// or runs an exec process in lc.
+func (a *Agent) startProcess(lc *libcontainer.Container, sp *specs.Process, init bool) (*process, error) {
+	lp, err := newProcess(sp)
+	if err != nil {
+		return nil, err
+	}
+	lp.Init = init
+	p, err := newIO(lp, sp.Terminal)
+	if err != nil {
+		return nil, err
+	}
+	if init {
+		err = lc.Start(lp)
+	} else {
+		err = lc.Run(lp)
+	}
+	if err != nil {
+		p.closeAll()
+		return nil, err
+	}
+	if err := p.started(); err != nil {
+		_ = lp.Signal(unix.SIGKILL)
+		_, _ = lp.Wait()
+		p.closeAll()
+		return nil, err
+	}
+	go p.wait()
+	return p, nil
+}
+
+func (a *Agent) StartContainer(ctx context.Context, r *agent.StartContainerRequest) (*emptypb.Empty, error) {
+	c, err := a.container(r.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.c.Exec(); err != nil {
+		return nil, fmt.Errorf("starting container %s: %w", r.ContainerId, err)
+	}
+	return empty, nil
+}
+
+func (a *Agent) RemoveContainer(ctx context.Context, r *agent.RemoveContainerRequest) (*emptypb.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.containers[r.ContainerId]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "container %s not found", r.ContainerId)
+	}
+	a.destroy(r.ContainerId, c)
+	return empty, nil
+}
+
+// destroy kills what is left of a container and frees it. Called with a.mu.
+func (a *Agent) destroy(id string, c *container) {
+	_ = c.c.Signal(unix.SIGKILL)
+	<-c.init.exited
+	if err := c.c.Destroy(); err != nil {
+		logrus.WithError(err).Warnf("destroying container %s", id)
+	}
+	c.init.closeAll()
+	for _, p := range c.execs {
+		p.closeAll()
+	}
+	delete(a.containers, id)
+}
+
+func (a *Agent) ExecProcess(ctx context.Context, r *agent.ExecProcessRequest) (*emptypb.Empty, error) {
+	if r.ExecId == "" {
+		return nil, status.Error(codes.InvalidArgument, "exec id must not be empty")
+	}
+	c, err := a.container(r.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	var sp specs.Process
+	if err := json.Unmarshal(r.Process, &sp); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "decoding process: %v", err)
+	}
+	if len(sp.Args) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "process has no args")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := c.execs[r.ExecId]; ok {
+		return nil, status.Errorf(codes.AlreadyExists, "exec %s already exists in container %s", r.ExecId, r.ContainerId)
+	}
+	p, err := a.startProcess(c.c, &sp, false)
+	if err != nil {
+		return nil, fmt.Errorf("exec in container %s: %w", r.ContainerId, err)
+	}
+	c.execs[r.ExecId] = p
+	return empty, nil
+}
+
+func (a *Agent) SignalProcess(ctx context.Context, r *agent.SignalProcessRequest) (*emptypb.Empty, error) {
+	sig := syscall.Signal(r.Signal)
+	if r.Signal == 0 || r.Signal > 64 {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid signal %d", r.Signal)
+	}
+	if r.All {
+		c, err := a.container(r.ContainerId)
+		if err != nil {
+			return nil, err
+		}
+		pids, err := c.c.Processes()
+		if err != nil {
+			return nil, err
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, sig)
+		}
+		return empty, nil
+	}
+	p, err := a.process(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.signal(sig); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "signalling process: %v", err)
+	}
+	return empty, nil
+}
+
+func (a *Agent) WaitProcess(ctx context.Context, r *agent.WaitProcessRequest) (*agent.WaitProcessResponse, error) {
+	p, err := a.process(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &agent.WaitProcessResponse{ExitStatus: p.status, ExitedAt: timestamppb.New(p.exitedAt)}, nil
+}
+
+func (a *Agent) WriteStdin(ctx context.Context, r *agent.WriteStreamRequest) (*agent.WriteStreamResponse, error) {
+	p, err := a.process(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	n, err := p.write(r.Data)
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "writing stdin: %v", err)
+	}
+	return &agent.WriteStreamResponse{Len: uint32(n)}, nil
+}
+
+func (a *Agent) CloseStdin(ctx context.Context, r *agent.CloseStdinRequest) (*emptypb.Empty, error) {
+	p, err := a.process(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	return empty, p.closeStdin()
+}
+
+func (a *Agent) ReadStdout(ctx context.Context, r *agent.ReadStreamRequest) (*agent.ReadStreamResponse, error) {
+	return a.read(r, false)
+}
+
+func (a *Agent) ReadStderr(ctx context.Context, r *agent.ReadStreamRequest) (*agent.ReadStreamResponse, error) {
+	return a.read(r, true)
+}
+
+func (a *Agent) read(r *agent.ReadStreamRequest, stderr bool) (*agent.ReadStreamResponse, error) {
+	p, err := a.process(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	data, eof, err := p.read(stderr, r.Len)
+	if err != nil {
+		return nil, err
+	}
+	return &agent.ReadStreamResponse{Data: data, Eof: eof}, nil
+}
+
+func (a *Agent) TtyWinResize(ctx context.Context, r *agent.TtyWinResizeRequest) (*emptypb.Empty, error) {
+	p, err := a.process(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if r.Rows > 0xffff || r.Columns > 0xffff {
+		return nil, status.Error(codes.InvalidArgument, "window size out of range")
+	}
+	if err := p.resize(uint16(r.Rows), uint16(r.Columns)); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return empty, nil
+}
+
+func (a *Agent) container(id string) (*container, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.containers[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "container %s not found", id)
+	}
+	return c, nil
+}
+
+func (a *Agent) process(cid, eid string) (*process, error) {
+	c, err := a.container(cid)
+	if err != nil {
+		return nil, err
+	}
+	if eid == "" {
+		return c.init, nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := c.execs[eid]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "exec %s not found in container %s", eid, cid)
+	}
+	return p, nil
+}

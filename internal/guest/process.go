@@ -1,0 +1,200 @@
+package guest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
+	"golang.org/x/sys/unix"
+)
+
+// maxReadChunk bounds one ReadStdout/ReadStderr answer, well under ttrpc's
+// 4 MiB message limit.
+const maxReadChunk = 1 << 20
+
+// process is one process the agent runs: a container's init or an exec.
+type process struct {
+	lp *libcontainer.Process
+
+	stdin  io.WriteCloser // nil once closed
+	stdout io.ReadCloser
+	stderr io.ReadCloser // nil with a TTY: the terminal merges both streams
+	tty    *os.File      // pty master, when the process has a terminal
+
+	// childFiles are the process's ends of the stdio pipes and the console
+	// socket, closed in the agent once the process has started.
+	childFiles []*os.File
+	console    *os.File // agent end of the console socket
+
+	stdinMu sync.Mutex
+	outMu   sync.Mutex
+	errMu   sync.Mutex
+
+	exited   chan struct{}
+	status   int32
+	exitedAt time.Time
+}
+
+// newIO wires stdio for lp: pipes, or a console socket on which
+// libcontainer hands back the pty master it creates inside the container.
+func newIO(lp *libcontainer.Process, terminal bool) (*process, error) {
+	p := &process{lp: lp, exited: make(chan struct{})}
+	if terminal {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("creating console socket: %w", err)
+		}
+		p.console = os.NewFile(uintptr(fds[0]), "console-parent")
+		child := os.NewFile(uintptr(fds[1]), "console-child")
+		lp.ConsoleSocket = child
+		p.childFiles = append(p.childFiles, child)
+		return p, nil
+	}
+	var pipes [3][2]*os.File
+	for i := range pipes {
+		r, w, err := os.Pipe()
+		if err != nil {
+			p.closeAll()
+			return nil, err
+		}
+		pipes[i] = [2]*os.File{r, w}
+	}
+	p.stdin, lp.Stdin = pipes[0][1], pipes[0][0]
+	p.stdout, lp.Stdout = pipes[1][0], pipes[1][1]
+	p.stderr, lp.Stderr = pipes[2][0], pipes[2][1]
+	p.childFiles = []*os.File{pipes[0][0], pipes[1][1], pipes[2][1]}
+	return p, nil
+}
+
+// started finishes the I/O set-up once libcontainer has started the process.
+func (p *process) started() error {
+	for _, f := range p.childFiles {
+		f.Close()
+	}
+	p.childFiles = nil
+	if p.console == nil {
+		return nil
+	}
+	defer p.console.Close()
+	master, err := utils.RecvFile(p.console)
+	if err != nil {
+		return fmt.Errorf("receiving pty master: %w", err)
+	}
+	p.tty = master
+	p.stdin = master
+	p.stdout = master
+	if p.lp.ConsoleWidth != 0 && p.lp.ConsoleHeight != 0 {
+		_ = p.resize(p.lp.ConsoleHeight, p.lp.ConsoleWidth)
+	}
+	return nil
+}
+
+// wait reaps the process and records how it ended.
+func (p *process) wait() {
+	state, err := p.lp.Wait()
+	p.status = exitStatus(state, err)
+	p.exitedAt = time.Now()
+	close(p.exited)
+}
+
+func exitStatus(state *os.ProcessState, err error) int32 {
+	if state == nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			state = ee.ProcessState
+		}
+	}
+	if state == nil {
+		return 255
+	}
+	ws, ok := state.Sys().(syscall.WaitStatus)
+	if !ok {
+		return int32(state.ExitCode())
+	}
+	if ws.Signaled() {
+		return 128 + int32(ws.Signal())
+	}
+	return int32(ws.ExitStatus())
+}
+
+func (p *process) write(b []byte) (int, error) {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if p.stdin == nil {
+		return 0, errors.New("stdin is closed")
+	}
+	return p.stdin.Write(b)
+}
+
+func (p *process) closeStdin() error {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if p.stdin == nil || p.tty != nil {
+		// The terminal stays open: closing the master would hang up the
+		// process. EOF on a terminal is a ^D the client sends itself.
+		return nil
+	}
+	err := p.stdin.Close()
+	p.stdin = nil
+	return err
+}
+
+// read returns up to n bytes of stdout or stderr; eof is true once the
+// stream is drained (or absent, as stderr is with a terminal).
+func (p *process) read(stderr bool, n uint32) (data []byte, eof bool, err error) {
+	r, mu := p.stdout, &p.outMu
+	if stderr {
+		r, mu = p.stderr, &p.errMu
+	}
+	if r == nil {
+		return nil, true, nil
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n == 0 || n > maxReadChunk {
+		n = maxReadChunk
+	}
+	buf := make([]byte, n)
+	m, err := r.Read(buf)
+	if m > 0 {
+		return buf[:m], false, nil
+	}
+	// A pty master reads EIO once the last slave fd is closed: that is EOF.
+	if err == io.EOF || errors.Is(err, unix.EIO) {
+		return nil, true, nil
+	}
+	return nil, false, err
+}
+
+func (p *process) resize(rows, cols uint16) error {
+	if p.tty == nil {
+		return errors.New("process has no terminal")
+	}
+	return unix.IoctlSetWinsize(int(p.tty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+}
+
+func (p *process) signal(sig syscall.Signal) error {
+	return p.lp.Signal(sig)
+}
+
+// closeAll releases every descriptor the agent holds for the process.
+func (p *process) closeAll() {
+	for _, f := range p.childFiles {
+		f.Close()
+	}
+	if p.console != nil {
+		p.console.Close()
+	}
+	for _, c := range []io.Closer{p.stdin, p.stdout, p.stderr} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package guest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// guestSpec decodes the spec the host sent and adapts it to the guest: the
+// host's namespace paths, cgroup path, hooks and LSM labels mean nothing in
+// here. Seccomp is not applied inside the guest (the VM is the isolation
+// boundary, as in Kata's default disable_guest_seccomp).
+func guestSpec(id string, raw []byte) (*specs.Spec, error) {
+	var s specs.Spec
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("decoding spec: %w", err)
+	}
+	if s.Process == nil {
+		return nil, errors.New("spec has no process")
+	}
+	if len(s.Process.Args) == 0 {
+		return nil, errors.New("spec process has no args")
+	}
+	if s.Root == nil || !filepath.IsAbs(s.Root.Path) {
+		return nil, errors.New("spec root must be an absolute guest path")
+	}
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	for i := range s.Linux.Namespaces {
+		s.Linux.Namespaces[i].Path = ""
+	}
+	s.Linux.CgroupsPath = "/hull/" + id
+	s.Linux.Seccomp = nil
+	s.Linux.MountLabel = ""
+	s.Process.ApparmorProfile = ""
+	s.Process.SelinuxLabel = ""
+	s.Hooks = nil
+	return &s, nil
+}
+
+func libcontainerConfig(id string, s *specs.Spec) (*configs.Config, error) {
+	return specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName: id,
+		Spec:       s,
+	})
+}
+
+// newProcess converts an OCI process into libcontainer's form.
+func newProcess(p *specs.Process) (*libcontainer.Process, error) {
+	nnp := p.NoNewPrivileges
+	lp := &libcontainer.Process{
+		Args:            p.Args,
+		Env:             p.Env,
+		User:            fmt.Sprintf("%d:%d", p.User.UID, p.User.GID),
+		Cwd:             p.Cwd,
+		NoNewPrivileges: &nnp,
+	}
+	if lp.Cwd == "" {
+		lp.Cwd = "/"
+	}
+	if p.ConsoleSize != nil {
+		lp.ConsoleWidth = uint16(p.ConsoleSize.Width)
+		lp.ConsoleHeight = uint16(p.ConsoleSize.Height)
+	}
+	if c := p.Capabilities; c != nil {
+		lp.Capabilities = &configs.Capabilities{
+			Bounding:    c.Bounding,
+			Effective:   c.Effective,
+			Inheritable: c.Inheritable,
+			Permitted:   c.Permitted,
+			Ambient:     c.Ambient,
+		}
+	}
+	for _, gid := range p.User.AdditionalGids {
+		lp.AdditionalGroups = append(lp.AdditionalGroups, strconv.FormatUint(uint64(gid), 10))
+	}
+	for _, r := range p.Rlimits {
+		t, ok := rlimits[r.Type]
+		if !ok {
+			return nil, fmt.Errorf("unknown rlimit type %q", r.Type)
+		}
+		lp.Rlimits = append(lp.Rlimits, configs.Rlimit{Type: t, Hard: r.Hard, Soft: r.Soft})
+	}
+	return lp, nil
+}
+
+var rlimits = map[string]int{
+	"RLIMIT_AS":         unix.RLIMIT_AS,
+	"RLIMIT_CORE":       unix.RLIMIT_CORE,
+	"RLIMIT_CPU":        unix.RLIMIT_CPU,
+	"RLIMIT_DATA":       unix.RLIMIT_DATA,
+	"RLIMIT_FSIZE":      unix.RLIMIT_FSIZE,
+	"RLIMIT_LOCKS":      unix.RLIMIT_LOCKS,
+	"RLIMIT_MEMLOCK":    unix.RLIMIT_MEMLOCK,
+	"RLIMIT_MSGQUEUE":   unix.RLIMIT_MSGQUEUE,
+	"RLIMIT_NICE":       unix.RLIMIT_NICE,
+	"RLIMIT_NOFILE":     unix.RLIMIT_NOFILE,
+	"RLIMIT_NPROC":      unix.RLIMIT_NPROC,
+	"RLIMIT_RSS":        unix.RLIMIT_RSS,
+	"RLIMIT_RTPRIO":     unix.RLIMIT_RTPRIO,
+	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
+	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_STACK":      unix.RLIMIT_STACK,
+}

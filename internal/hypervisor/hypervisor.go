@@ -1,0 +1,106 @@
+// Package hypervisor defines what hull needs from a virtual machine monitor,
+// as a small interface with typed devices; each VMM (qemu/, later
+// firecracker/ and cloudhypervisor/) implements it in a package of its own.
+// Capabilities that not every VMM has (hot-plug, snapshots, pause) are
+// separate interfaces, found by type assertion.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Hypervisor runs one VM.
+type Hypervisor interface {
+	// Start launches the VMM and returns once it runs the guest.
+	Start(ctx context.Context) error
+	// Stop asks the VMM to quit and kills it when it does not in time.
+	Stop(ctx context.Context) error
+	// Pid is the VMM's process id, 0 before Start.
+	Pid() int
+	// Done is closed when the VMM process has exited.
+	Done() <-chan struct{}
+	// ConsoleLog is the file that receives the guest's console output.
+	ConsoleLog() string
+}
+
+// Accel is how guest code runs.
+type Accel string
+
+const (
+	AccelKVM Accel = "kvm"
+	AccelTCG Accel = "tcg" // software emulation: slow, works everywhere
+)
+
+// ChannelKind is the transport of the host<->guest agent channel.
+type ChannelKind string
+
+const (
+	ChannelSerial ChannelKind = "virtio-serial"
+	ChannelVsock  ChannelKind = "vsock"
+)
+
+// SharedFSKind is the protocol that shares host directories with the guest.
+type SharedFSKind string
+
+const (
+	VirtioFS SharedFSKind = "virtio-fs"
+	Virtio9P SharedFSKind = "virtio-9p"
+)
+
+// SharedFS is a host directory exported to the guest under Tag.
+type SharedFS struct {
+	Kind   SharedFSKind
+	Source string
+	Tag    string
+	// Socket is the vhost-user socket of the virtio-fs daemon.
+	Socket string
+}
+
+// VM describes the virtual machine to run.
+type VM struct {
+	ID           string
+	StateDir     string // sockets and logs of this VM
+	Accel        Accel
+	VCPUs        int
+	MemoryMiB    int
+	Kernel       string
+	Initrd       string
+	KernelParams []string
+	Channel      ChannelKind
+	// ChannelSocket is the unix socket behind the virtio-serial agent port.
+	ChannelSocket string
+	VsockCID      uint32
+	SharedFS      []SharedFS
+}
+
+// KVMUsable reports whether /dev/kvm can be opened for use.
+func KVMUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// VhostVsockUsable reports whether the host can give guests a vsock device.
+func VhostVsockUsable() bool {
+	f, err := os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// ErrNotRunning is returned when the VMM has already exited.
+var ErrNotRunning = errors.New("vmm is not running")
+
+// ProcessAlive reports whether pid names a live process.
+func ProcessAlive(pid int) bool {
+	return pid > 0 && unix.Kill(pid, 0) == nil
+}

@@ -1,0 +1,223 @@
+// Package qemu drives QEMU: it builds the command line for a hull VM, runs
+// the process, and talks QMP to it. KVM is used when the host has it; TCG
+// software emulation otherwise.
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hullrt/hull/internal/hypervisor"
+)
+
+// QEMU is one QEMU process running one VM.
+type QEMU struct {
+	vm      hypervisor.VM
+	binary  string
+	machine string
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	qmp     *qmp
+}
+
+var _ hypervisor.Hypervisor = (*QEMU)(nil)
+
+// New returns a driver for vm; binary "" finds qemu-system-x86_64 in PATH.
+func New(binary, machine string, vm hypervisor.VM) *QEMU {
+	if binary == "" {
+		binary = "qemu-system-x86_64"
+	}
+	return &QEMU{vm: vm, binary: binary, machine: machine, done: make(chan struct{})}
+}
+
+// Socket paths inside the VM's state directory.
+func (q *QEMU) qmpSocket() string  { return filepath.Join(q.vm.StateDir, "qmp.sock") }
+func (q *QEMU) ConsoleLog() string { return filepath.Join(q.vm.StateDir, "console.log") }
+func (q *QEMU) vmmLog() string     { return filepath.Join(q.vm.StateDir, "qemu.log") }
+
+// Args is QEMU's command line for the VM, without the binary.
+func (q *QEMU) Args() []string {
+	vm := q.vm
+	mem := strconv.Itoa(vm.MemoryMiB) + "M"
+	machine := q.machine + ",accel=" + string(vm.Accel)
+	cpu := "max"
+	if vm.Accel == hypervisor.AccelKVM {
+		cpu = "host"
+	}
+	needsSharedMem := false
+	for _, fs := range vm.SharedFS {
+		if fs.Kind == hypervisor.VirtioFS {
+			needsSharedMem = true
+		}
+	}
+	if needsSharedMem {
+		// vhost-user devices need guest RAM the daemon can map.
+		machine += ",memory-backend=mem"
+	}
+	args := []string{
+		"-name", "hull-" + vm.ID,
+		"-machine", machine,
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(vm.VCPUs),
+		"-m", mem,
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-kernel", vm.Kernel,
+		"-initrd", vm.Initrd,
+		"-append", strings.Join(vm.KernelParams, " "),
+		"-chardev", "file,id=console,path=" + q.ConsoleLog(),
+		"-serial", "chardev:console",
+		"-qmp", "unix:" + q.qmpSocket() + ",server=on,wait=off",
+	}
+	if needsSharedMem {
+		args = append(args, "-object", "memory-backend-memfd,id=mem,size="+mem+",share=on")
+	}
+	switch vm.Channel {
+	case hypervisor.ChannelVsock:
+		args = append(args, "-device", fmt.Sprintf("vhost-vsock-pci,id=vsock0,guest-cid=%d", vm.VsockCID))
+	default:
+		args = append(args,
+			"-device", "virtio-serial-pci,id=serial0",
+			"-chardev", "socket,id=agent,path="+vm.ChannelSocket+",server=on,wait=off",
+			"-device", "virtserialport,chardev=agent,name=agent.channel.0",
+		)
+	}
+	for i, fs := range vm.SharedFS {
+		id := fmt.Sprintf("fs%d", i)
+		switch fs.Kind {
+		case hypervisor.VirtioFS:
+			args = append(args,
+				"-chardev", "socket,id="+id+",path="+fs.Socket,
+				"-device", "vhost-user-fs-pci,chardev="+id+",tag="+fs.Tag+",queue-size=1024",
+			)
+		case hypervisor.Virtio9P:
+			args = append(args,
+				"-fsdev", "local,id="+id+",path="+fs.Source+",security_model=passthrough,multidevs=remap",
+				"-device", "virtio-9p-pci,fsdev="+id+",mount_tag="+fs.Tag,
+			)
+		}
+	}
+	return args
+}
+
+// Start launches QEMU and connects to its QMP socket.
+func (q *QEMU) Start(ctx context.Context) error {
+	logf, err := os.OpenFile(q.vmmLog(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(q.binary, q.Args()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a ^C on the terminal reaches hull, which
+	// decides what the VM gets, not QEMU directly. Pdeathsig: a VMM never
+	// outlives a runtime that dies without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", q.binary, err)
+	}
+	q.cmd = cmd
+	go func() {
+		q.waitErr = cmd.Wait()
+		close(q.done)
+	}()
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-q.done:
+			cancel()
+		case <-qctx.Done():
+		}
+	}()
+	q.qmp, err = dialQMP(qctx, q.qmpSocket())
+	if err != nil {
+		select {
+		case <-q.done:
+			return fmt.Errorf("qemu exited at start: %s", q.lastLog())
+		default:
+		}
+		_ = q.kill()
+		return err
+	}
+	return nil
+}
+
+// lastLog is QEMU's own last complaint, for error messages.
+func (q *QEMU) lastLog() string {
+	b, _ := os.ReadFile(q.vmmLog())
+	s := strings.TrimSpace(string(b))
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	if s == "" {
+		s = fmt.Sprint(q.waitErr)
+	}
+	return s
+}
+
+// ExitReason describes why QEMU exited, once Done is closed.
+func (q *QEMU) ExitReason() string { return q.lastLog() }
+
+func (q *QEMU) Pid() int {
+	if q.cmd == nil || q.cmd.Process == nil {
+		return 0
+	}
+	return q.cmd.Process.Pid
+}
+
+func (q *QEMU) Done() <-chan struct{} { return q.done }
+
+// Stop quits QEMU through QMP and kills it if it is still there after the
+// grace period (or ctx's deadline, if sooner).
+func (q *QEMU) Stop(ctx context.Context) error {
+	if q.cmd == nil {
+		return nil
+	}
+	select {
+	case <-q.done:
+		return q.closeQMP()
+	default:
+	}
+	if q.qmp != nil {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, _ = q.qmp.execute(qctx, "quit", nil)
+		cancel()
+	}
+	grace := time.NewTimer(3 * time.Second)
+	defer grace.Stop()
+	select {
+	case <-q.done:
+	case <-grace.C:
+		_ = q.kill()
+	case <-ctx.Done():
+		_ = q.kill()
+	}
+	return q.closeQMP()
+}
+
+func (q *QEMU) kill() error {
+	if err := q.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	<-q.done
+	return nil
+}
+
+func (q *QEMU) closeQMP() error {
+	if q.qmp == nil {
+		return nil
+	}
+	err := q.qmp.close()
+	q.qmp = nil
+	return err
+}

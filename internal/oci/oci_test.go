@@ -1,0 +1,67 @@
+package oci
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestValidateID(t *testing.T) {
+	for _, id := range []string{"a", "ctr-1", "my.container_2", strings.Repeat("x", 64)} {
+		if err := ValidateID(id); err != nil {
+			t.Errorf("ValidateID(%q) = %v", id, err)
+		}
+	}
+	for _, id := range []string{"", ".", "..", "a/b", "a b", "../x", strings.Repeat("x", 65)} {
+		if err := ValidateID(id); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("ValidateID(%q) = %v, want ErrInvalidID", id, err)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name, config string
+		rootfs       bool
+		wantErr      string
+	}{
+		{"ok", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/"}}`, true, ""},
+		{"malformed", `{"root":`, true, "parsing"},
+		{"no root", `{"process":{"args":["sh"]}}`, true, "root.path is required"},
+		{"no process", `{"root":{"path":"rootfs"}}`, true, "process is required"},
+		{"empty args", `{"root":{"path":"rootfs"},"process":{"args":[]}}`, true, "process.args"},
+		{"relative cwd", `{"root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"tmp"}}`, true, "must be absolute"},
+		{"missing rootfs", `{"root":{"path":"rootfs"},"process":{"args":["sh"]}}`, false, "rootfs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(tt.config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tt.rootfs {
+				if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, err := Load(dir)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Rootfs != filepath.Join(dir, "rootfs") {
+				t.Errorf("rootfs = %s", b.Rootfs)
+			}
+		})
+	}
+	if _, err := Load(t.TempDir()); err == nil || !strings.Contains(err.Error(), "config.json") {
+		t.Errorf("missing config.json: err = %v", err)
+	}
+}

@@ -1,0 +1,359 @@
+// Package sandbox orchestrates one VM-backed sandbox on the host: it
+// composes a VM (hypervisor), the channel and agent client, and the shared
+// storage, and owns the sandbox's state directory. Boot is a named list of
+// steps so that each can be timed and failures say where they happened.
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	agent "github.com/hullrt/hull/api/agent/v1"
+	"github.com/hullrt/hull/internal/agentclient"
+	"github.com/hullrt/hull/internal/channel"
+	"github.com/hullrt/hull/internal/config"
+	"github.com/hullrt/hull/internal/hypervisor"
+	"github.com/hullrt/hull/internal/hypervisor/qemu"
+	"github.com/hullrt/hull/internal/oci"
+	"github.com/hullrt/hull/internal/storage"
+)
+
+// ErrExists is returned when a sandbox with the same id already exists.
+var ErrExists = errors.New("already exists")
+
+// ErrBoot wraps every failure of the guest to come up.
+var ErrBoot = errors.New("guest did not boot")
+
+// Phase is one timed step of a sandbox's life.
+type Phase struct {
+	Name     string
+	Duration time.Duration
+}
+
+// Sandbox is a running VM with its agent.
+type Sandbox struct {
+	ID  string
+	Dir string // state directory
+
+	cfg   *config.Config
+	vm    hypervisor.Hypervisor
+	fsd   *storage.Virtiofsd
+	share *storage.Share
+	sess  *channel.Session
+	// Agent is the client of the guest agent, set once the guest is up.
+	Agent *agentclient.Client
+	// Guest is what the agent said of itself.
+	Guest *agent.VersionResponse
+	// Phases records how long each step took.
+	Phases []Phase
+}
+
+type step struct {
+	name string
+	fn   func(context.Context) error
+}
+
+// Create boots a sandbox VM and waits for its agent. On failure everything
+// it made is torn down again.
+func Create(ctx context.Context, cfg *config.Config, id string) (*Sandbox, error) {
+	if err := oci.ValidateID(id); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Runtime.Root, 0o711); err != nil {
+		return nil, fmt.Errorf("creating state root: %w", err)
+	}
+	s := &Sandbox{ID: id, Dir: filepath.Join(cfg.Runtime.Root, id), cfg: cfg}
+	if err := os.Mkdir(s.Dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("container %q: %w", id, ErrExists)
+		}
+		return nil, fmt.Errorf("creating state dir: %w", err)
+	}
+	steps := []step{
+		{"check-image", s.checkImage},
+		{"share", s.createShare},
+		{"virtiofsd", s.startVirtiofsd},
+		{"vmm", s.startVM},
+		{"agent-ready", s.waitAgent},
+		{"sandbox", s.createSandbox},
+	}
+	for _, st := range steps {
+		start := time.Now()
+		if err := st.fn(ctx); err != nil {
+			s.Destroy(context.Background())
+			return nil, err
+		}
+		s.Phases = append(s.Phases, Phase{st.name, time.Since(start)})
+	}
+	return s, nil
+}
+
+func (s *Sandbox) checkImage(context.Context) error {
+	h := s.cfg.Hypervisor
+	for _, f := range []string{h.Kernel, h.Initrd} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("guest image: %w (run 'hull image build')", err)
+		}
+	}
+	return nil
+}
+
+func (s *Sandbox) createShare(context.Context) error {
+	sh, err := storage.NewShare(filepath.Join(s.Dir, "shared"))
+	if err != nil {
+		return err
+	}
+	s.share = sh
+	return nil
+}
+
+func (s *Sandbox) startVirtiofsd(ctx context.Context) error {
+	if s.cfg.Storage.SharedFS != string(hypervisor.VirtioFS) {
+		return nil
+	}
+	s.fsd = &storage.Virtiofsd{
+		Binary: s.cfg.Storage.Virtiofsd,
+		Source: s.share.Dir,
+		Socket: filepath.Join(s.Dir, "virtiofsd.sock"),
+		Log:    filepath.Join(s.Dir, "virtiofsd.log"),
+	}
+	return s.fsd.Start(ctx)
+}
+
+// Accel resolves the configured acceleration against what the host has.
+func Accel(cfg *config.Config) (hypervisor.Accel, error) {
+	switch cfg.Hypervisor.Accel {
+	case "kvm":
+		if !hypervisor.KVMUsable() {
+			return "", errors.New("hypervisor.accel is kvm but /dev/kvm is not usable")
+		}
+		return hypervisor.AccelKVM, nil
+	case "tcg":
+		return hypervisor.AccelTCG, nil
+	}
+	if hypervisor.KVMUsable() {
+		return hypervisor.AccelKVM, nil
+	}
+	return hypervisor.AccelTCG, nil
+}
+
+// Channel resolves the configured agent channel against what the host has.
+func Channel(cfg *config.Config) (hypervisor.ChannelKind, error) {
+	switch cfg.Agent.Channel {
+	case "vsock":
+		if !hypervisor.VhostVsockUsable() {
+			return "", errors.New("agent.channel is vsock but /dev/vhost-vsock is not usable")
+		}
+		return hypervisor.ChannelVsock, nil
+	case "virtio-serial":
+		return hypervisor.ChannelSerial, nil
+	}
+	if hypervisor.VhostVsockUsable() {
+		return hypervisor.ChannelVsock, nil
+	}
+	return hypervisor.ChannelSerial, nil
+}
+
+// KernelParams is the guest kernel command line.
+func KernelParams(cfg *config.Config) []string {
+	p := []string{
+		"console=ttyS0", "quiet", "panic=-1", "rdinit=/init",
+		// Skip probes that only cost boot time in a VM.
+		"tsc=reliable", "no_timer_check", "noreplace-smp",
+		"i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd",
+	}
+	if cfg.Agent.Debug {
+		p = append(p, "hull.log=debug")
+	}
+	return append(p, strings.Fields(cfg.Hypervisor.KernelParams)...)
+}
+
+func (s *Sandbox) startVM(ctx context.Context) error {
+	h := s.cfg.Hypervisor
+	accel, err := Accel(s.cfg)
+	if err != nil {
+		return err
+	}
+	ch, err := Channel(s.cfg)
+	if err != nil {
+		return err
+	}
+	vm := hypervisor.VM{
+		ID:            s.ID,
+		StateDir:      s.Dir,
+		Accel:         accel,
+		VCPUs:         h.VCPUs,
+		MemoryMiB:     h.MemoryMiB,
+		Kernel:        h.Kernel,
+		Initrd:        h.Initrd,
+		KernelParams:  KernelParams(s.cfg),
+		Channel:       ch,
+		ChannelSocket: filepath.Join(s.Dir, "agent.sock"),
+		VsockCID:      vsockCID(s.ID),
+		SharedFS: []hypervisor.SharedFS{{
+			Kind:   hypervisor.SharedFSKind(s.cfg.Storage.SharedFS),
+			Source: s.share.Dir,
+			Tag:    storage.Tag,
+		}},
+	}
+	if s.fsd != nil {
+		vm.SharedFS[0].Socket = s.fsd.Socket
+	}
+	q := qemu.New(h.Path, h.Machine, vm)
+	s.vm = q
+	if err := q.Start(ctx); err != nil {
+		return fmt.Errorf("starting vm: %w", err)
+	}
+	return nil
+}
+
+// vsockCID derives a guest CID from the id; 0-2 are reserved.
+func vsockCID(id string) uint32 {
+	var h uint32 = 2166136261
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return 3 + h%(1<<30)
+}
+
+func (s *Sandbox) waitAgent(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Hypervisor.BootTimeout.Duration)
+	defer cancel()
+	// The VMM exiting ends the wait at once.
+	go func() {
+		select {
+		case <-s.vm.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var err error
+	switch ch, _ := Channel(s.cfg); ch {
+	case hypervisor.ChannelVsock:
+		s.sess, err = channel.DialVsock(ctx, vsockCID(s.ID))
+	default:
+		s.sess, err = channel.DialSerial(ctx, filepath.Join(s.Dir, "agent.sock"))
+	}
+	if err == nil {
+		s.Agent, err = agentclient.New(s.sess, s.cfg.Agent.RequestTimeout.Duration)
+	}
+	if err == nil {
+		s.Guest, err = s.Agent.WaitReady(ctx)
+	}
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-s.vm.Done():
+		return fmt.Errorf("%w: vm exited during boot: %s", ErrBoot, s.consoleTail())
+	default:
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: no answer from the agent within %s: %s", ErrBoot, s.cfg.Hypervisor.BootTimeout.Duration, s.consoleTail())
+	}
+	return fmt.Errorf("%w: %v", ErrBoot, err)
+}
+
+// consoleTail is the last meaningful line the guest printed, for errors.
+func (s *Sandbox) consoleTail() string {
+	b, err := os.ReadFile(s.vm.ConsoleLog())
+	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+		return "guest console is empty"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		// Kernel panic footers are less telling than the line before them.
+		if l == "" || strings.HasPrefix(l, "---[ end") || strings.Contains(l, "Kernel Offset") {
+			continue
+		}
+		return "guest console: " + l
+	}
+	return "guest console is empty"
+}
+
+func (s *Sandbox) createSandbox(ctx context.Context) error {
+	fs := &agent.Storage{Source: storage.Tag, MountPoint: storage.GuestSharedDir}
+	switch hypervisor.SharedFSKind(s.cfg.Storage.SharedFS) {
+	case hypervisor.Virtio9P:
+		fs.Fstype = "9p"
+		fs.Options = []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=mmap"}
+	default:
+		fs.Fstype = "virtiofs"
+	}
+	err := s.Agent.CreateSandbox(ctx, &agent.CreateSandboxRequest{
+		SandboxId: s.ID,
+		Storages:  []*agent.Storage{fs},
+	})
+	if err != nil {
+		return fmt.Errorf("creating sandbox in guest: %w", err)
+	}
+	return nil
+}
+
+// CreateContainer shares the bundle's rootfs with the guest and creates the
+// container there; its process waits for StartContainer.
+func (s *Sandbox) CreateContainer(ctx context.Context, cid string, b *oci.Bundle) error {
+	guestRoot, err := s.share.BindRootfs(cid, b.Rootfs)
+	if err != nil {
+		return err
+	}
+	spec := *b.Spec
+	root := *spec.Root
+	root.Path = guestRoot
+	spec.Root = &root
+	if spec.Hostname == "" {
+		spec.Hostname = cid
+	}
+	raw, err := json.Marshal(&spec)
+	if err != nil {
+		return err
+	}
+	if err := s.Agent.CreateContainer(ctx, cid, raw); err != nil {
+		return fmt.Errorf("creating container: %w", err)
+	}
+	return nil
+}
+
+// Done is closed when the VM has gone away.
+func (s *Sandbox) Done() <-chan struct{} { return s.vm.Done() }
+
+// Destroy tears the sandbox down: guest, VMM, virtiofsd, mounts and the
+// state directory. It is safe to call more than once.
+func (s *Sandbox) Destroy(ctx context.Context) error {
+	var errs []error
+	if s.Agent != nil {
+		select {
+		case <-s.vm.Done():
+		default:
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_ = s.Agent.DestroySandbox(dctx)
+			cancel()
+		}
+		s.Agent.Close()
+		s.Agent = nil
+	}
+	if s.sess != nil {
+		s.sess.Close()
+		s.sess = nil
+	}
+	if s.vm != nil {
+		errs = append(errs, s.vm.Stop(ctx))
+	}
+	if s.fsd != nil {
+		s.fsd.Stop()
+	}
+	if s.share != nil {
+		errs = append(errs, s.share.Remove())
+	}
+	if err := os.RemoveAll(s.Dir); err != nil {
+		errs = append(errs, fmt.Errorf("removing state dir: %w", err))
+	}
+	return errors.Join(errs...)
+}

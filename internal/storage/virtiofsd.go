@@ -1,0 +1,87 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Virtiofsd is the virtio-fs daemon serving one shared directory to one VM
+// over a vhost-user socket. It exits by itself when the VMM disconnects.
+type Virtiofsd struct {
+	Binary string
+	Source string
+	Socket string
+	Log    string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start launches the daemon and returns once its socket exists, so that the
+// VMM can connect to it.
+func (v *Virtiofsd) Start(ctx context.Context) error {
+	logf, err := os.OpenFile(v.Log, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(v.Binary,
+		"--socket-path="+v.Socket,
+		"-o", "source="+v.Source,
+		"-o", "cache=auto",
+		"-o", "sandbox=chroot",
+		"-o", "log_level=warn",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting virtiofsd: %w", err)
+	}
+	v.cmd = cmd
+	v.done = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(v.done)
+	}()
+	for {
+		if _, err := os.Stat(v.Socket); err == nil {
+			return nil
+		}
+		select {
+		case <-v.done:
+			b, _ := os.ReadFile(v.Log)
+			return fmt.Errorf("virtiofsd exited at start: %s", strings.TrimSpace(string(b)))
+		case <-ctx.Done():
+			v.Stop()
+			return fmt.Errorf("waiting for virtiofsd socket: %w", ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// Stop ends the daemon if it still runs and waits for it.
+func (v *Virtiofsd) Stop() {
+	if v.cmd == nil {
+		return
+	}
+	select {
+	case <-v.done:
+		return
+	default:
+	}
+	if err := v.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return
+	}
+	select {
+	case <-v.done:
+	case <-time.After(2 * time.Second):
+		_ = v.cmd.Process.Kill()
+		<-v.done
+	}
+}
