@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/sirupsen/logrus"
@@ -52,9 +53,15 @@ func main() {
 	}
 }
 
+// setupLogging sends logs to --log, or to stderr with --debug. Otherwise
+// they are dropped: every failure reaches the user as the one-line error
+// main prints, and libraries' chatter (ttrpc's) must not interleave with a
+// container's stderr.
 func setupLogging(c *cli.Context) error {
 	if c.Bool("debug") {
 		logrus.SetLevel(logrus.DebugLevel)
+	} else if c.String("log") == "" {
+		logrus.SetOutput(io.Discard)
 	}
 	switch c.String("log-format") {
 	case "text":

@@ -63,7 +63,7 @@ func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc)
 func (c *Client) WaitReady(ctx context.Context) (*agent.VersionResponse, error) {
 	r, err := c.ctl.Check(ctx, &agent.CheckRequest{})
 	if err != nil {
-		return nil, err
+		return nil, fromRPC(err)
 	}
 	if r.Status != agent.CheckResponse_SERVING {
 		return nil, fmt.Errorf("agent not serving: %v", r.Status)
@@ -72,7 +72,7 @@ func (c *Client) WaitReady(ctx context.Context) (*agent.VersionResponse, error) 
 	defer cancel()
 	v, err := c.ctl.Version(cctx, &agent.VersionRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("agent version: %w", err)
+		return nil, fmt.Errorf("agent version: %w", fromRPC(err))
 	}
 	if v.ApiVersion < agent.APIVersion {
 		return nil, fmt.Errorf("agent speaks API version %d, need %d: rebuild the guest image", v.ApiVersion, agent.APIVersion)
@@ -84,56 +84,56 @@ func (c *Client) CreateSandbox(ctx context.Context, r *agent.CreateSandboxReques
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.ctl.CreateSandbox(ctx, r)
-	return err
+	return fromRPC(err)
 }
 
 func (c *Client) DestroySandbox(ctx context.Context) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.ctl.DestroySandbox(ctx, &agent.DestroySandboxRequest{})
-	return err
+	return fromRPC(err)
 }
 
 func (c *Client) CreateContainer(ctx context.Context, id string, spec []byte) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.ctl.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: id, OciSpec: spec})
-	return err
+	return fromRPC(err)
 }
 
 func (c *Client) StartContainer(ctx context.Context, id string) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.ctl.StartContainer(ctx, &agent.StartContainerRequest{ContainerId: id})
-	return err
+	return fromRPC(err)
 }
 
 func (c *Client) RemoveContainer(ctx context.Context, id string) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.ctl.RemoveContainer(ctx, &agent.RemoveContainerRequest{ContainerId: id})
-	return err
+	return fromRPC(err)
 }
 
 func (c *Client) ExecProcess(ctx context.Context, cid, eid string, process []byte) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.ctl.ExecProcess(ctx, &agent.ExecProcessRequest{ContainerId: cid, ExecId: eid, Process: process})
-	return err
+	return fromRPC(err)
 }
 
 func (c *Client) Signal(ctx context.Context, cid, eid string, sig uint32, all bool) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.ctl.SignalProcess(ctx, &agent.SignalProcessRequest{ContainerId: cid, ExecId: eid, Signal: sig, All: all})
-	return err
+	return fromRPC(err)
 }
 
 func (c *Client) ResizeTTY(ctx context.Context, cid, eid string, rows, cols uint16) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	_, err := c.ctl.TtyWinResize(ctx, &agent.TtyWinResizeRequest{ContainerId: cid, ExecId: eid, Rows: uint32(rows), Columns: uint32(cols)})
-	return err
+	return fromRPC(err)
 }
 
 // Wait blocks until the process exits and returns its exit status
@@ -141,7 +141,7 @@ func (c *Client) ResizeTTY(ctx context.Context, cid, eid string, rows, cols uint
 func (c *Client) Wait(ctx context.Context, cid, eid string) (int, time.Time, error) {
 	r, err := c.io.WaitProcess(ctx, &agent.WaitProcessRequest{ContainerId: cid, ExecId: eid})
 	if err != nil {
-		return 0, time.Time{}, err
+		return 0, time.Time{}, fromRPC(err)
 	}
 	if r.ExitStatus < 0 || r.ExitStatus > 255 {
 		return 0, time.Time{}, fmt.Errorf("agent sent invalid exit status %d", r.ExitStatus)
@@ -163,7 +163,7 @@ func (c *Client) CopyOut(ctx context.Context, cid, eid string, stderr bool, w io
 	for {
 		r, err := read(ctx, &agent.ReadStreamRequest{ContainerId: cid, ExecId: eid, Len: ioChunk})
 		if err != nil {
-			return err
+			return fromRPC(err)
 		}
 		if len(r.Data) > ioChunk {
 			return fmt.Errorf("agent sent %d bytes for a %d byte read", len(r.Data), ioChunk)
@@ -189,7 +189,7 @@ func (c *Client) CopyIn(ctx context.Context, cid, eid string, r io.Reader) error
 			for len(data) > 0 {
 				resp, err := c.io.WriteStdin(ctx, &agent.WriteStreamRequest{ContainerId: cid, ExecId: eid, Data: data})
 				if err != nil {
-					return err
+					return fromRPC(err)
 				}
 				if resp.Len == 0 || int(resp.Len) > len(data) {
 					return fmt.Errorf("agent acknowledged %d of %d stdin bytes", resp.Len, len(data))
@@ -201,7 +201,7 @@ func (c *Client) CopyIn(ctx context.Context, cid, eid string, r io.Reader) error
 			cctx, cancel := c.call(ctx)
 			defer cancel()
 			_, err := c.ctl.CloseStdin(cctx, &agent.CloseStdinRequest{ContainerId: cid, ExecId: eid})
-			return err
+			return fromRPC(err)
 		}
 		if rerr != nil {
 			return rerr

@@ -157,12 +157,12 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 	}
 	lc, err := libcontainer.Create(stateRoot, r.ContainerId, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating container %s: %w", r.ContainerId, err)
+		return nil, err
 	}
 	p, err := a.startProcess(lc, spec.Process, true)
 	if err != nil {
 		_ = lc.Destroy()
-		return nil, fmt.Errorf("creating container %s: %w", r.ContainerId, err)
+		return nil, err
 	}
 	a.containers[r.ContainerId] = &container{c: lc, init: p, execs: map[string]*process{}}
 	return empty, nil

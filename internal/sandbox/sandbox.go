@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -249,10 +250,12 @@ func (s *Sandbox) waitAgent(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
+	// A VMM that died closes the channel a moment before its exit is
+	// reaped; give the exit the chance to be the reported cause.
 	select {
 	case <-s.vm.Done():
 		return fmt.Errorf("%w: vm exited during boot: %s", ErrBoot, s.consoleTail())
-	default:
+	case <-time.After(time.Second):
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w: no answer from the agent within %s: %s", ErrBoot, s.cfg.Hypervisor.BootTimeout.Duration, s.consoleTail())
@@ -260,20 +263,26 @@ func (s *Sandbox) waitAgent(ctx context.Context) error {
 	return fmt.Errorf("%w: %v", ErrBoot, err)
 }
 
+// ansiEscape matches the terminal control sequences firmware prints.
+var ansiEscape = regexp.MustCompile(`\x1b(\[[0-9;?]*[a-zA-Z]|[a-zA-Z])`)
+
 // consoleTail is the last meaningful line the guest printed, for errors.
 func (s *Sandbox) consoleTail() string {
 	b, err := os.ReadFile(s.vm.ConsoleLog())
 	if err != nil || len(strings.TrimSpace(string(b))) == 0 {
 		return "guest console is empty"
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	lines := strings.Split(strings.TrimSpace(ansiEscape.ReplaceAllString(string(b), "")), "\n")
+	// A panic's reason beats the stack trace printed after it.
 	for i := len(lines) - 1; i >= 0; i-- {
-		l := strings.TrimSpace(lines[i])
-		// Kernel panic footers are less telling than the line before them.
-		if l == "" || strings.HasPrefix(l, "---[ end") || strings.Contains(l, "Kernel Offset") {
-			continue
+		if _, reason, ok := strings.Cut(lines[i], "Kernel panic - "); ok {
+			return "guest console: Kernel panic - " + strings.TrimSpace(reason)
 		}
-		return "guest console: " + l
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return "guest console: " + l
+		}
 	}
 	return "guest console is empty"
 }

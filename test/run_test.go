@@ -1,0 +1,187 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+func hostKernel(t *testing.T) string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func TestRunShowsGuestKernel(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	b := makeBundle(t, []string{"sh", "-c", "uname -r; cat /proc/sys/kernel/random/boot_id"}, nil)
+	r := h.run(t, nil, "run", "--bundle", b, "uname")
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("unexpected output %q", r.stdout)
+	}
+	guest := lines[0]
+	if guest == "" || guest == hostKernel(t) {
+		t.Fatalf("guest kernel %q must differ from host kernel %q", guest, hostKernel(t))
+	}
+	hostBoot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if lines[1] == strings.TrimSpace(string(hostBoot)) {
+		t.Fatal("container sees the host's boot id: not in a VM")
+	}
+	t.Logf("guest kernel %s, host kernel %s", guest, hostKernel(t))
+}
+
+func TestRunStdioAndExitCode(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	b := makeBundle(t, []string{"sh", "-c", "echo out; echo err >&2; exit 7"}, nil)
+	r := h.run(t, nil, "run", "--bundle", b, "stdio")
+	if r.code != 7 {
+		t.Errorf("exit code %d, want 7 (stderr %q)", r.code, r.stderr)
+	}
+	if r.stdout != "out\n" {
+		t.Errorf("stdout %q, want %q", r.stdout, "out\n")
+	}
+	if r.stderr != "err\n" {
+		t.Errorf("stderr %q, want %q", r.stderr, "err\n")
+	}
+}
+
+func TestRunStdinRoundTrip(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	data := make([]byte, 10<<20)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	b := makeBundle(t, []string{"cat"}, nil)
+	r := h.run(t, data, "run", "--bundle", b, "cat")
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
+	}
+	if !bytes.Equal([]byte(r.stdout), data) {
+		t.Fatalf("stdin came back altered: %d bytes in, %d out", len(data), len(r.stdout))
+	}
+}
+
+func TestRunForwardsSigterm(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	b := makeBundle(t, []string{"sh", "-c", "echo ready; exec sleep 1000"}, withoutPidNamespace)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := h.command(ctx, "run", "--bundle", b, "sigterm")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("container did not start: %q %v (stderr %s)", line, err, stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 143 {
+		t.Fatalf("hull run after SIGTERM: %v, want exit 143 (stderr %s)", err, stderr.String())
+	}
+}
+
+func TestRunReadonlyRoot(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	ro := makeBundle(t, []string{"sh", "-c", "touch /written"}, func(s *specs.Spec) { s.Root.Readonly = true })
+	if r := h.run(t, nil, "run", "--bundle", ro, "ro"); r.code == 0 {
+		t.Error("write to a read-only root succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(ro, "rootfs/written")); err == nil {
+		t.Error("file written through a read-only root")
+	}
+	rw := makeBundle(t, []string{"sh", "-c", "echo persisted > /written"}, nil)
+	if r := h.run(t, nil, "run", "--bundle", rw, "rw"); r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(rw, "rootfs/written"))
+	if err != nil || string(b) != "persisted\n" {
+		t.Fatalf("write did not reach the host rootfs: %q %v", b, err)
+	}
+}
+
+// Bad input: one clear line on stderr, a non-zero exit, nothing left.
+func TestRunErrors(t *testing.T) {
+	e := requireEnv(t)
+	tests := []struct {
+		name   string
+		config string
+		bundle func(t *testing.T) string
+		want   string
+	}{
+		{"malformed config.json", "", func(t *testing.T) string {
+			b := makeBundle(t, []string{"true"}, nil)
+			if err := os.WriteFile(filepath.Join(b, "config.json"), []byte(`{"process": [`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}, "parsing"},
+		{"missing rootfs", "", func(t *testing.T) string {
+			b := makeBundle(t, []string{"true"}, nil)
+			if err := os.RemoveAll(filepath.Join(b, "rootfs")); err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}, "rootfs"},
+		{"missing executable", "", func(t *testing.T) string {
+			return makeBundle(t, []string{"/no/such/binary"}, nil)
+		}, "/no/such/binary"},
+		{"guest panics at boot", "[hypervisor]\nkernel_params = \"rdinit=/no/such/init\"\n", func(t *testing.T) string {
+			return makeBundle(t, []string{"true"}, nil)
+		}, "vm exited during boot"},
+		{"guest never answers", "[hypervisor]\nboot_timeout = \"200ms\"\n", func(t *testing.T) string {
+			return makeBundle(t, []string{"true"}, nil)
+		}, "no answer from the agent within 200ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHull(t, e, tt.config)
+			r := h.run(t, nil, "run", "--bundle", tt.bundle(t), "bad")
+			if r.code == 0 {
+				t.Fatal("hull run succeeded")
+			}
+			msg := strings.TrimSpace(r.stderr)
+			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "hull: ") || !strings.Contains(msg, tt.want) {
+				t.Fatalf("stderr %q, want one line \"hull: ...%s...\"", r.stderr, tt.want)
+			}
+			t.Logf("%s", msg)
+		})
+	}
+}
