@@ -6,9 +6,14 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 AGENT_LDFLAGS := -s -w -extldflags "-static" -X github.com/hullrt/hull/internal/guest.Version=$(VERSION)
 
-.PHONY: all build hull agent image test unit integration demo proto lint clean help
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: all deps build hull agent image test unit integration demo proto lint clean help
 
 all: build
+
+deps: ## install the Debian packages hull needs (root)
+	scripts/install-deps.sh
 
 build: hull agent ## build hull and the static hull-agent into bin/
 
@@ -25,12 +30,12 @@ image: build ## build the guest image (kernel + initrd) into $(IMAGE_DIR)
 unit: ## unit tests (no root, no VMs)
 	$(GO) test ./...
 
-integration: image ## integration tests: real QEMU VMs (root)
+integration: deps image ## integration tests: real QEMU VMs (root)
 	HULL_TEST_BIN=$(abspath $(BIN)) HULL_TEST_IMAGE_DIR=$(IMAGE_DIR) $(GO) test -count=1 -v -timeout 30m ./test/...
 
 test: unit integration ## everything CI runs
 
-demo: image ## run a busybox container in a VM and show that it is one
+demo: deps image ## run a busybox container in a VM and show that it is one
 	test/demo.sh $(abspath $(BIN))
 
 proto: ## regenerate api/agent/v1 from agent.proto

@@ -3,7 +3,6 @@ package test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hullrt/hull/internal/busybox"
 )
 
 // makeBundle writes an OCI bundle with a busybox root filesystem whose
@@ -21,64 +21,10 @@ import (
 func makeBundle(t *testing.T, args []string, mutate func(*specs.Spec)) string {
 	t.Helper()
 	dir := t.TempDir()
-	rootfs := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
+	if err := busybox.WriteBundle(dir, args, mutate); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(rootfs, "bin/busybox"), bb, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("/bin/busybox", "--list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, applet := range strings.Fields(string(out)) {
-		if applet == "busybox" {
-			continue
-		}
-		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", applet)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	spec := specconv.Example() // what `runc spec` writes
-	spec.Process.Terminal = false
-	spec.Process.Args = args
-	spec.Root.Readonly = false
-	if mutate != nil {
-		mutate(spec)
-	}
-	writeSpec(t, dir, spec)
 	return dir
-}
-
-func writeSpec(t *testing.T, dir string, spec *specs.Spec) {
-	t.Helper()
-	b, err := json.MarshalIndent(spec, "", "\t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// withoutPidNamespace makes the process an ordinary process of the guest
-// rather than the init of a PID namespace, which the kernel shields from
-// signals it has no handler for (as under runc).
-func withoutPidNamespace(s *specs.Spec) {
-	var ns []specs.LinuxNamespace
-	for _, n := range s.Linux.Namespaces {
-		if n.Type != specs.PIDNamespace {
-			ns = append(ns, n)
-		}
-	}
-	s.Linux.Namespaces = ns
 }
 
 // hullCmd is one invocation of hull with a private state root and config.

@@ -15,6 +15,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/hullrt/hull/internal/busybox"
 )
 
 func hostKernel(t *testing.T) string {
@@ -88,7 +90,7 @@ func TestRunForwardsSigterm(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
 	h := newHull(t, e, "")
-	b := makeBundle(t, []string{"sh", "-c", "echo ready; exec sleep 1000"}, withoutPidNamespace)
+	b := makeBundle(t, []string{"sh", "-c", "echo ready; exec sleep 1000"}, busybox.WithoutPIDNamespace)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := h.command(ctx, "run", "--bundle", b, "sigterm")

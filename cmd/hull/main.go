@@ -33,6 +33,7 @@ func main() {
 		Before: setupLogging,
 		Commands: []*cli.Command{
 			runCommand,
+			specCommand,
 			checkCommand,
 			envCommand,
 			imageCommand,
