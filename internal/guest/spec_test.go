@@ -1,0 +1,74 @@
+package guest
+
+import (
+	"encoding/json"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestGuestSpec(t *testing.T) {
+	in := specs.Spec{
+		Root:    &specs.Root{Path: "/run/hull/shared/c1/rootfs"},
+		Process: &specs.Process{Args: []string{"sh"}, SelinuxLabel: "x", ApparmorProfile: "y"},
+		Hooks:   &specs.Hooks{Poststop: []specs.Hook{{Path: "/host/bin/hook"}}},
+		Linux: &specs.Linux{
+			CgroupsPath: "/host/slice",
+			Namespaces:  []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: "/var/run/netns/host"}, {Type: specs.PIDNamespace}},
+			Seccomp:     &specs.LinuxSeccomp{DefaultAction: specs.ActErrno},
+		},
+	}
+	raw, _ := json.Marshal(in)
+	s, err := guestSpec("c1", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Linux.CgroupsPath != "/hull/c1" {
+		t.Errorf("cgroups path %q", s.Linux.CgroupsPath)
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Path != "" {
+			t.Errorf("host namespace path %q kept", ns.Path)
+		}
+	}
+	if s.Hooks != nil || s.Linux.Seccomp != nil || s.Process.SelinuxLabel != "" || s.Process.ApparmorProfile != "" {
+		t.Errorf("host-only settings kept: %+v", s)
+	}
+}
+
+func TestGuestSpecRejects(t *testing.T) {
+	for name, raw := range map[string]string{
+		"garbage":       `{"process":`,
+		"no process":    `{"root":{"path":"/r"}}`,
+		"no args":       `{"root":{"path":"/r"},"process":{"args":[]}}`,
+		"relative root": `{"root":{"path":"r"},"process":{"args":["sh"]}}`,
+	} {
+		if _, err := guestSpec("c1", []byte(raw)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestNewProcess(t *testing.T) {
+	p := &specs.Process{
+		Args: []string{"sh"}, Env: []string{"A=1"},
+		User:            specs.User{UID: 1000, GID: 100, AdditionalGids: []uint32{5, 6}},
+		NoNewPrivileges: true,
+		Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 512}},
+		Capabilities:    &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL"}},
+	}
+	lp, err := newProcess(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp.User != "1000:100" || lp.Cwd != "/" || !*lp.NoNewPrivileges || len(lp.AdditionalGroups) != 2 {
+		t.Errorf("converted badly: %+v", lp)
+	}
+	if len(lp.Rlimits) != 1 || lp.Rlimits[0].Soft != 512 || lp.Capabilities.Bounding[0] != "CAP_KILL" {
+		t.Errorf("rlimits/caps: %+v %+v", lp.Rlimits, lp.Capabilities)
+	}
+	p.Rlimits[0].Type = "RLIMIT_BOGUS"
+	if _, err := newProcess(p); err == nil {
+		t.Error("unknown rlimit accepted")
+	}
+}

@@ -1,0 +1,44 @@
+package storage
+
+import (
+	"bufio"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseMountsUnder(t *testing.T) {
+	mountinfo := `22 1 0:21 / / rw - ext4 /dev/vda rw
+30 22 0:25 / /run rw - tmpfs tmpfs rw
+41 30 0:30 / /run/hull/c1/shared/c1/rootfs rw - ext4 /dev/vda rw
+42 41 0:31 / /run/hull/c1/shared/c1/rootfs/proc rw - proc proc rw
+43 30 0:32 / /run/hull/c10/shared rw - tmpfs tmpfs rw
+44 30 0:33 / /run/hull/c1/shared/with\040space rw - tmpfs tmpfs rw
+`
+	got, err := parseMountsUnder(bufio.NewScanner(strings.NewReader(mountinfo)), "/run/hull/c1/shared/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"/run/hull/c1/shared/c1/rootfs/proc",
+		"/run/hull/c1/shared/with space",
+		"/run/hull/c1/shared/c1/rootfs",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestUnescapeMountPath(t *testing.T) {
+	for in, want := range map[string]string{
+		`/plain`:          "/plain",
+		`/a\040b`:         "/a b",
+		`/tab\011x`:       "/tab\tx",
+		`/back\134slash`:  `/back\slash`,
+		`/not\0octal\9xx`: `/not\0octal\9xx`,
+	} {
+		if got := unescapeMountPath(in); got != want {
+			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
