@@ -187,3 +187,37 @@ func TestRunErrors(t *testing.T) {
 		})
 	}
 }
+
+// ^C while the VM boots tears everything down and exits 130.
+func TestRunInterruptedDuringBoot(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	b := makeBundle(t, []string{"true"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := h.command(ctx, "run", "--bundle", b, "interrupted")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupt once the VMM runs: its console log exists.
+	console := filepath.Join(h.root, "interrupted", "console.log")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(console); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vm never started: %s", stderr.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Fatalf("hull run after SIGINT during boot: %v, want exit 130 (stderr %s)", err, stderr.String())
+	}
+}

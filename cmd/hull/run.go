@@ -67,26 +67,38 @@ func run(cfg *config.Config, id string, b *oci.Bundle) (int, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	booted := make(chan struct{})
+	interrupted := make(chan syscall.Signal, 1)
 	go func() {
 		select {
 		case s := <-sigc:
 			logrus.Debugf("%v during boot: tearing down", s)
+			interrupted <- s.(syscall.Signal)
 			cancel()
 		case <-booted:
 		}
 	}()
+	// A boot cut short by a signal exits as if that signal had ended the
+	// container, as a shell expects of an interrupted command.
+	bootErr := func(err error) (int, error) {
+		select {
+		case sig := <-interrupted:
+			return 0, cli.Exit(fmt.Sprintf("interrupted by %v while starting the container", sig), 128+int(sig))
+		default:
+			return 0, err
+		}
+	}
 
 	sb, err := sandbox.Create(ctx, cfg, id)
 	if err != nil {
-		return 0, err
+		return bootErr(err)
 	}
 	defer sb.Destroy(context.Background())
 	if err := sb.CreateContainer(ctx, id, b); err != nil {
-		return 0, err
+		return bootErr(err)
 	}
 	close(booted)
 	if ctx.Err() != nil {
-		return 0, errors.New("interrupted while booting")
+		return bootErr(ctx.Err())
 	}
 
 	terminal := b.Spec.Process.Terminal

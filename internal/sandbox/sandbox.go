@@ -85,6 +85,10 @@ func Create(ctx context.Context, cfg *config.Config, id string) (*Sandbox, error
 		{"sandbox", s.createSandbox},
 	}
 	for _, st := range steps {
+		if err := ctx.Err(); err != nil {
+			s.Destroy(context.Background())
+			return nil, fmt.Errorf("boot interrupted: %w", err)
+		}
 		start := time.Now()
 		if err := st.fn(ctx); err != nil {
 			s.Destroy(context.Background())
@@ -223,8 +227,8 @@ func vsockCID(id string) uint32 {
 	return 3 + h%(1<<30)
 }
 
-func (s *Sandbox) waitAgent(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Hypervisor.BootTimeout.Duration)
+func (s *Sandbox) waitAgent(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, s.cfg.Hypervisor.BootTimeout.Duration)
 	defer cancel()
 	// The VMM exiting ends the wait at once.
 	go func() {
@@ -249,6 +253,9 @@ func (s *Sandbox) waitAgent(ctx context.Context) error {
 	}
 	if err == nil {
 		return nil
+	}
+	if parent.Err() != nil {
+		return fmt.Errorf("boot interrupted: %w", parent.Err())
 	}
 	// A VMM that died closes the channel a moment before its exit is
 	// reaped; give the exit the chance to be the reported cause.
