@@ -37,6 +37,7 @@ func main() {
 			checkCommand,
 			envCommand,
 			imageCommand,
+			benchCommand,
 		},
 		// Errors are printed once, by main, in runc's "hull: message" form.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -93,6 +93,9 @@ func run(cfg *config.Config, id string, b *oci.Bundle) (int, error) {
 		return bootErr(err)
 	}
 	defer sb.Destroy(context.Background())
+	for _, p := range sb.Phases {
+		logrus.Debugf("boot phase %-12s %v", p.Name, p.Duration)
+	}
 	if err := sb.CreateContainer(ctx, id, b); err != nil {
 		return bootErr(err)
 	}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/hullrt/hull/internal/bench"
+	"github.com/hullrt/hull/internal/busybox"
+)
+
+var benchCommand = &cli.Command{
+	Name:        "bench",
+	Usage:       "measure hull side by side with the host's other OCI runtimes",
+	Subcommands: []*cli.Command{benchStartCommand},
+}
+
+var benchStartCommand = &cli.Command{
+	Name:  "start",
+	Usage: "measure process start and a whole run of /bin/true under each runtime",
+	Description: "Process start is the time from launching `<runtime> run` to the first byte of the\n" +
+		"container's stdout, so it includes the runtime's relay of that output. Runtimes\n" +
+		"not in PATH are reported as not installed; crun and runsc as unavailable if\n" +
+		"their first run fails. Progress goes to stderr.",
+	Flags: []cli.Flag{
+		&cli.IntFlag{Name: "runs", Value: 10, Usage: "timed runs of each runtime and measure"},
+		&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
+		&cli.StringSliceFlag{Name: "runtimes", Value: cli.NewStringSlice(bench.Known...), Usage: "runtimes to measure, comma-separated"},
+	},
+	Action: func(c *cli.Context) error {
+		if c.NArg() != 0 {
+			return fmt.Errorf("%q takes no arguments", c.Command.Name)
+		}
+		if c.Int("runs") < 1 {
+			return errors.New("--runs must be at least 1")
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding the hull binary: %w", err)
+		}
+		hull := []string{exe}
+		if p := c.String("config"); p != "" {
+			hull = append(hull, "--config", p)
+		}
+
+		// Ctrl-C stops the run in progress and still removes everything.
+		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		dir, err := os.MkdirTemp("", "hull-bench-")
+		if err != nil {
+			return fmt.Errorf("creating bench directory: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		opts := bench.Options{
+			Runtimes:    c.StringSlice("runtimes"),
+			Hull:        hull,
+			StateDir:    filepath.Join(dir, "state"),
+			StartBundle: filepath.Join(dir, "start"),
+			TrueBundle:  filepath.Join(dir, "true"),
+			Runs:        c.Int("runs"),
+			Version:     version,
+			Progress:    os.Stderr,
+		}
+		for bundle, args := range map[string][]string{opts.StartBundle: bench.StartProcess, opts.TrueBundle: bench.TrueProcess} {
+			if err := os.Mkdir(bundle, 0o755); err != nil {
+				return fmt.Errorf("creating bundle: %w", err)
+			}
+			if err := busybox.WriteBundle(bundle, args, nil); err != nil {
+				return fmt.Errorf("writing bundle: %w", err)
+			}
+		}
+
+		rep, err := bench.Run(ctx, opts)
+		if err != nil {
+			if ctx.Err() != nil {
+				return cli.Exit("bench interrupted", 130)
+			}
+			return err
+		}
+		if c.Bool("json") {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			enc.SetEscapeHTML(false)
+			return enc.Encode(rep)
+		}
+		return rep.WriteText(os.Stdout)
+	},
+}
