@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
@@ -92,13 +93,19 @@ func run(cfg *config.Config, id string, b *oci.Bundle) (int, error) {
 	if err != nil {
 		return bootErr(err)
 	}
-	defer sb.Destroy(context.Background())
+	defer func() {
+		t := time.Now()
+		sb.Destroy(context.Background())
+		logrus.Debugf("phase %-16s %v", "teardown", time.Since(t))
+	}()
 	for _, p := range sb.Phases {
-		logrus.Debugf("boot phase %-12s %v", p.Name, p.Duration)
+		logrus.Debugf("phase %-16s %v", p.Name, p.Duration)
 	}
+	t := time.Now()
 	if err := sb.CreateContainer(ctx, id, b); err != nil {
 		return bootErr(err)
 	}
+	logrus.Debugf("phase %-16s %v", "create-container", time.Since(t))
 	close(booted)
 	if ctx.Err() != nil {
 		return bootErr(ctx.Err())
@@ -129,9 +136,12 @@ func run(cfg *config.Config, id string, b *oci.Bundle) (int, error) {
 		}
 	}()
 
+	t = time.Now()
 	if err := sb.Agent.StartContainer(ctx, id); err != nil {
 		return 0, fmt.Errorf("starting container: %w", err)
 	}
+	logrus.Debugf("phase %-16s %v", "start-container", time.Since(t))
+	t = time.Now()
 	go func() {
 		for s := range sigc {
 			if err := sb.Agent.Signal(ctx, id, "", uint32(s.(syscall.Signal)), false); err != nil {
@@ -155,6 +165,7 @@ func run(cfg *config.Config, id string, b *oci.Bundle) (int, error) {
 			return 0, fmt.Errorf("waiting for container: %w", r.err)
 		}
 		outputs.Wait()
+		logrus.Debugf("phase %-16s %v", "run-to-exit", time.Since(t))
 		return r.status, nil
 	case <-sb.Done():
 		return 0, errors.New("vm exited unexpectedly")
