@@ -29,30 +29,30 @@ func New(conn net.Conn) (*Session, error) {
 // (the VMM listens on it), retrying until ctx ends while the VMM creates it.
 func DialSerial(ctx context.Context, path string) (*Session, error) {
 	var d net.Dialer
-	for {
-		conn, err := d.DialContext(ctx, "unix", path)
-		if err == nil {
-			return New(conn)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to agent channel %s: %w", path, errors.Join(ctx.Err(), err))
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	return dialRetry(ctx, "agent channel "+path, func() (net.Conn, error) {
+		return d.DialContext(ctx, "unix", path)
+	})
 }
 
 // DialVsock connects to the agent over vsock.
 func DialVsock(ctx context.Context, cid uint32) (*Session, error) {
+	return dialRetry(ctx, fmt.Sprintf("agent over vsock cid %d", cid), func() (net.Conn, error) {
+		return vsock.Dial(cid, VsockPort, nil)
+	})
+}
+
+// dialRetry dials until it succeeds or ctx ends: the VMM creates the
+// endpoint a moment after it starts.
+func dialRetry(ctx context.Context, what string, dial func() (net.Conn, error)) (*Session, error) {
 	for {
-		conn, err := vsock.Dial(cid, VsockPort, nil)
+		conn, err := dial()
 		if err == nil {
 			return New(conn)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to agent over vsock cid %d: %w", cid, errors.Join(ctx.Err(), err))
-		case <-time.After(5 * time.Millisecond):
+			return nil, fmt.Errorf("connecting to %s: %w", what, errors.Join(ctx.Err(), err))
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }

@@ -78,18 +78,13 @@ type VM struct {
 }
 
 // KVMUsable reports whether /dev/kvm can be opened for use.
-func KVMUsable() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
+func KVMUsable() bool { return deviceUsable("/dev/kvm") }
 
 // VhostVsockUsable reports whether the host can give guests a vsock device.
-func VhostVsockUsable() bool {
-	f, err := os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0)
+func VhostVsockUsable() bool { return deviceUsable("/dev/vhost-vsock") }
+
+func deviceUsable(path string) bool {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return false
 	}
