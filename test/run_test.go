@@ -203,7 +203,7 @@ func TestRunInterruptedDuringBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Interrupt once the VMM runs: its console log exists.
-	console := filepath.Join(h.root, "interrupted", "console.log")
+	console := filepath.Join(h.root, "interrupted", "vm", "console.log")
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(console); err == nil {
 			break

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -28,8 +29,16 @@ type Client struct {
 	timeout time.Duration
 }
 
+// Opener opens streams to the agent: a channel session, or the socket of
+// the monitor process that holds one.
+type Opener interface {
+	Open() (net.Conn, error)
+}
+
+var _ Opener = (*channel.Session)(nil)
+
 // New opens the client's streams on s. timeout bounds each control call.
-func New(s *channel.Session, timeout time.Duration) (*Client, error) {
+func New(s Opener, timeout time.Duration) (*Client, error) {
 	c := &Client{timeout: timeout}
 	for _, dst := range []*agent.AgentService{&c.ctl, &c.io} {
 		conn, err := s.Open()
@@ -207,4 +216,44 @@ func (c *Client) CopyIn(ctx context.Context, cid, eid string, r io.Reader) error
 			return rerr
 		}
 	}
+}
+
+func (c *Client) ListProcesses(ctx context.Context, cid string) ([]*agent.ProcessInfo, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	r, err := c.ctl.ListProcesses(ctx, &agent.ListProcessesRequest{ContainerId: cid})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return r.Processes, nil
+}
+
+func (c *Client) Pause(ctx context.Context, cid string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.PauseContainer(ctx, &agent.PauseContainerRequest{ContainerId: cid})
+	return fromRPC(err)
+}
+
+func (c *Client) Resume(ctx context.Context, cid string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.ResumeContainer(ctx, &agent.ResumeContainerRequest{ContainerId: cid})
+	return fromRPC(err)
+}
+
+// Update changes the container's resources; resources is OCI
+// LinuxResources as JSON.
+func (c *Client) Update(ctx context.Context, cid string, resources []byte) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.UpdateContainer(ctx, &agent.UpdateContainerRequest{ContainerId: cid, Resources: resources})
+	return fromRPC(err)
+}
+
+func (c *Client) Stats(ctx context.Context, cid string) (*agent.StatsContainerResponse, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	r, err := c.ctl.StatsContainer(ctx, &agent.StatsContainerRequest{ContainerId: cid})
+	return r, fromRPC(err)
 }

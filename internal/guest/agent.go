@@ -43,6 +43,7 @@ type Agent struct {
 
 type container struct {
 	c     *libcontainer.Container
+	spec  *specs.Spec // as created, with updates applied
 	init  *process
 	execs map[string]*process
 }
@@ -164,7 +165,7 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 		_ = lc.Destroy()
 		return nil, err
 	}
-	a.containers[r.ContainerId] = &container{c: lc, init: p, execs: map[string]*process{}}
+	a.containers[r.ContainerId] = &container{c: lc, spec: spec, init: p, execs: map[string]*process{}}
 	return empty, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -60,16 +61,17 @@ type step struct {
 	fn   func(context.Context) error
 }
 
-// Create boots a sandbox VM and waits for its agent. On failure everything
-// it made is torn down again.
-func Create(ctx context.Context, cfg *config.Config, id string) (*Sandbox, error) {
+// Create boots a sandbox VM whose sockets, logs and shared directory live
+// in dir, which must not exist yet, and waits for its agent. On failure
+// everything it made is torn down again.
+func Create(ctx context.Context, cfg *config.Config, id, dir string) (*Sandbox, error) {
 	if err := oci.ValidateID(id); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Runtime.Root, 0o711); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return nil, fmt.Errorf("creating state root: %w", err)
 	}
-	s := &Sandbox{ID: id, Dir: filepath.Join(cfg.Runtime.Root, id), cfg: cfg}
+	s := &Sandbox{ID: id, Dir: dir, cfg: cfg}
 	if err := os.Mkdir(s.Dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("container %q: %w", id, ErrExists)
@@ -336,6 +338,10 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cid string, b *oci.Bundle
 	}
 	return nil
 }
+
+// OpenStream opens a new stream to the agent, for a client in another
+// process (see internal/monitor).
+func (s *Sandbox) OpenStream() (net.Conn, error) { return s.sess.Open() }
 
 // Done is closed when the VM has gone away.
 func (s *Sandbox) Done() <-chan struct{} { return s.vm.Done() }

@@ -71,7 +71,7 @@ func TestAccelAndChannel(t *testing.T) {
 func TestCreateRejectsBadID(t *testing.T) {
 	cfg := config.Default()
 	cfg.Runtime.Root = t.TempDir()
-	if _, err := Create(t.Context(), cfg, "../escape"); err == nil {
+	if _, err := Create(t.Context(), cfg, "../escape", filepath.Join(cfg.Runtime.Root, "x")); err == nil {
 		t.Fatal("id with a path separator accepted")
 	}
 	entries, _ := os.ReadDir(cfg.Runtime.Root)
@@ -86,7 +86,7 @@ func TestCreateExisting(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(cfg.Runtime.Root, "c1"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Create(t.Context(), cfg, "c1"); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if _, err := Create(t.Context(), cfg, "c1", filepath.Join(cfg.Runtime.Root, "c1")); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("err = %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Runtime.Root, "c1")); err != nil {

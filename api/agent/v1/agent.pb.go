@@ -1136,6 +1136,663 @@ func (x *TtyWinResizeRequest) GetColumns() uint32 {
 	return 0
 }
 
+type ListProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesRequest) Reset() {
+	*x = ListProcessesRequest{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesRequest) ProtoMessage() {}
+
+func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListProcessesRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+// ProcessInfo describes one process of a container, with guest pids.
+type ProcessInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Ppid  int32                  `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
+	Uid   uint32                 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	// State letter from /proc/PID/stat (R, S, D, Z, T...).
+	State         string   `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Args          []string `protobuf:"bytes,5,rep,name=args,proto3" json:"args,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessInfo) Reset() {
+	*x = ProcessInfo{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessInfo) ProtoMessage() {}
+
+func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
+func (*ProcessInfo) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ProcessInfo) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetPpid() int32 {
+	if x != nil {
+		return x.Ppid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+type ListProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesResponse) Reset() {
+	*x = ListProcessesResponse{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesResponse) ProtoMessage() {}
+
+func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type PauseContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseContainerRequest) Reset() {
+	*x = PauseContainerRequest{}
+	mi := &file_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseContainerRequest) ProtoMessage() {}
+
+func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseContainerRequest.ProtoReflect.Descriptor instead.
+func (*PauseContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PauseContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type ResumeContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeContainerRequest) Reset() {
+	*x = ResumeContainerRequest{}
+	mi := &file_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeContainerRequest) ProtoMessage() {}
+
+func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeContainerRequest.ProtoReflect.Descriptor instead.
+func (*ResumeContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ResumeContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type UpdateContainerRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// OCI LinuxResources (linux.resources of config.json) as JSON; only the
+	// fields set are changed.
+	Resources     []byte `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerRequest) Reset() {
+	*x = UpdateContainerRequest{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerRequest) ProtoMessage() {}
+
+func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *UpdateContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateContainerRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type StatsContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsContainerRequest) Reset() {
+	*x = StatsContainerRequest{}
+	mi := &file_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsContainerRequest) ProtoMessage() {}
+
+func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
+func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *StatsContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type CPUStats struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	UsageTotalNs     uint64                 `protobuf:"varint,1,opt,name=usage_total_ns,json=usageTotalNs,proto3" json:"usage_total_ns,omitempty"`
+	UsageUserNs      uint64                 `protobuf:"varint,2,opt,name=usage_user_ns,json=usageUserNs,proto3" json:"usage_user_ns,omitempty"`
+	UsageKernelNs    uint64                 `protobuf:"varint,3,opt,name=usage_kernel_ns,json=usageKernelNs,proto3" json:"usage_kernel_ns,omitempty"`
+	ThrottledPeriods uint64                 `protobuf:"varint,4,opt,name=throttled_periods,json=throttledPeriods,proto3" json:"throttled_periods,omitempty"`
+	ThrottledTimeNs  uint64                 `protobuf:"varint,5,opt,name=throttled_time_ns,json=throttledTimeNs,proto3" json:"throttled_time_ns,omitempty"`
+	PerCpuNs         []uint64               `protobuf:"varint,6,rep,packed,name=per_cpu_ns,json=perCpuNs,proto3" json:"per_cpu_ns,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CPUStats) Reset() {
+	*x = CPUStats{}
+	mi := &file_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CPUStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CPUStats) ProtoMessage() {}
+
+func (x *CPUStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CPUStats.ProtoReflect.Descriptor instead.
+func (*CPUStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CPUStats) GetUsageTotalNs() uint64 {
+	if x != nil {
+		return x.UsageTotalNs
+	}
+	return 0
+}
+
+func (x *CPUStats) GetUsageUserNs() uint64 {
+	if x != nil {
+		return x.UsageUserNs
+	}
+	return 0
+}
+
+func (x *CPUStats) GetUsageKernelNs() uint64 {
+	if x != nil {
+		return x.UsageKernelNs
+	}
+	return 0
+}
+
+func (x *CPUStats) GetThrottledPeriods() uint64 {
+	if x != nil {
+		return x.ThrottledPeriods
+	}
+	return 0
+}
+
+func (x *CPUStats) GetThrottledTimeNs() uint64 {
+	if x != nil {
+		return x.ThrottledTimeNs
+	}
+	return 0
+}
+
+func (x *CPUStats) GetPerCpuNs() []uint64 {
+	if x != nil {
+		return x.PerCpuNs
+	}
+	return nil
+}
+
+type MemoryStats struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Usage     uint64                 `protobuf:"varint,1,opt,name=usage,proto3" json:"usage,omitempty"`
+	MaxUsage  uint64                 `protobuf:"varint,2,opt,name=max_usage,json=maxUsage,proto3" json:"max_usage,omitempty"`
+	Limit     uint64                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cache     uint64                 `protobuf:"varint,4,opt,name=cache,proto3" json:"cache,omitempty"`
+	SwapUsage uint64                 `protobuf:"varint,5,opt,name=swap_usage,json=swapUsage,proto3" json:"swap_usage,omitempty"`
+	SwapLimit uint64                 `protobuf:"varint,6,opt,name=swap_limit,json=swapLimit,proto3" json:"swap_limit,omitempty"`
+	// Times the limit was hit; oom_kill counts processes the OOM killer took.
+	Failcnt       uint64            `protobuf:"varint,7,opt,name=failcnt,proto3" json:"failcnt,omitempty"`
+	OomKill       uint64            `protobuf:"varint,8,opt,name=oom_kill,json=oomKill,proto3" json:"oom_kill,omitempty"`
+	Raw           map[string]uint64 `protobuf:"bytes,9,rep,name=raw,proto3" json:"raw,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryStats) Reset() {
+	*x = MemoryStats{}
+	mi := &file_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryStats) ProtoMessage() {}
+
+func (x *MemoryStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryStats.ProtoReflect.Descriptor instead.
+func (*MemoryStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *MemoryStats) GetUsage() uint64 {
+	if x != nil {
+		return x.Usage
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetMaxUsage() uint64 {
+	if x != nil {
+		return x.MaxUsage
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetLimit() uint64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetCache() uint64 {
+	if x != nil {
+		return x.Cache
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetSwapUsage() uint64 {
+	if x != nil {
+		return x.SwapUsage
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetSwapLimit() uint64 {
+	if x != nil {
+		return x.SwapLimit
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetFailcnt() uint64 {
+	if x != nil {
+		return x.Failcnt
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetOomKill() uint64 {
+	if x != nil {
+		return x.OomKill
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetRaw() map[string]uint64 {
+	if x != nil {
+		return x.Raw
+	}
+	return nil
+}
+
+type PidsStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Current       uint64                 `protobuf:"varint,1,opt,name=current,proto3" json:"current,omitempty"`
+	Limit         uint64                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PidsStats) Reset() {
+	*x = PidsStats{}
+	mi := &file_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PidsStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PidsStats) ProtoMessage() {}
+
+func (x *PidsStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PidsStats.ProtoReflect.Descriptor instead.
+func (*PidsStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PidsStats) GetCurrent() uint64 {
+	if x != nil {
+		return x.Current
+	}
+	return 0
+}
+
+func (x *PidsStats) GetLimit() uint64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type StatsContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cpu           *CPUStats              `protobuf:"bytes,1,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	Memory        *MemoryStats           `protobuf:"bytes,2,opt,name=memory,proto3" json:"memory,omitempty"`
+	Pids          *PidsStats             `protobuf:"bytes,3,opt,name=pids,proto3" json:"pids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsContainerResponse) Reset() {
+	*x = StatsContainerResponse{}
+	mi := &file_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsContainerResponse) ProtoMessage() {}
+
+func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
+func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *StatsContainerResponse) GetCpu() *CPUStats {
+	if x != nil {
+		return x.Cpu
+	}
+	return nil
+}
+
+func (x *StatsContainerResponse) GetMemory() *MemoryStats {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *StatsContainerResponse) GetPids() *PidsStats {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1208,7 +1865,56 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\rR\x04rows\x12\x18\n" +
-	"\acolumns\x18\x04 \x01(\rR\acolumns2\xa4\t\n" +
+	"\acolumns\x18\x04 \x01(\rR\acolumns\"9\n" +
+	"\x14ListProcessesRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"o\n" +
+	"\vProcessInfo\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\rR\x03uid\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x12\n" +
+	"\x04args\x18\x05 \x03(\tR\x04args\"Q\n" +
+	"\x15ListProcessesResponse\x128\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1a.hull.agent.v1.ProcessInfoR\tprocesses\":\n" +
+	"\x15PauseContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\";\n" +
+	"\x16ResumeContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"Y\n" +
+	"\x16UpdateContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\":\n" +
+	"\x15StatsContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xf3\x01\n" +
+	"\bCPUStats\x12$\n" +
+	"\x0eusage_total_ns\x18\x01 \x01(\x04R\fusageTotalNs\x12\"\n" +
+	"\rusage_user_ns\x18\x02 \x01(\x04R\vusageUserNs\x12&\n" +
+	"\x0fusage_kernel_ns\x18\x03 \x01(\x04R\rusageKernelNs\x12+\n" +
+	"\x11throttled_periods\x18\x04 \x01(\x04R\x10throttledPeriods\x12*\n" +
+	"\x11throttled_time_ns\x18\x05 \x01(\x04R\x0fthrottledTimeNs\x12\x1c\n" +
+	"\n" +
+	"per_cpu_ns\x18\x06 \x03(\x04R\bperCpuNs\"\xce\x02\n" +
+	"\vMemoryStats\x12\x14\n" +
+	"\x05usage\x18\x01 \x01(\x04R\x05usage\x12\x1b\n" +
+	"\tmax_usage\x18\x02 \x01(\x04R\bmaxUsage\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x04R\x05limit\x12\x14\n" +
+	"\x05cache\x18\x04 \x01(\x04R\x05cache\x12\x1d\n" +
+	"\n" +
+	"swap_usage\x18\x05 \x01(\x04R\tswapUsage\x12\x1d\n" +
+	"\n" +
+	"swap_limit\x18\x06 \x01(\x04R\tswapLimit\x12\x18\n" +
+	"\afailcnt\x18\a \x01(\x04R\afailcnt\x12\x19\n" +
+	"\boom_kill\x18\b \x01(\x04R\aoomKill\x125\n" +
+	"\x03raw\x18\t \x03(\v2#.hull.agent.v1.MemoryStats.RawEntryR\x03raw\x1a6\n" +
+	"\bRawEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\";\n" +
+	"\tPidsStats\x12\x18\n" +
+	"\acurrent\x18\x01 \x01(\x04R\acurrent\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x04R\x05limit\"\xa5\x01\n" +
+	"\x16StatsContainerResponse\x12)\n" +
+	"\x03cpu\x18\x01 \x01(\v2\x17.hull.agent.v1.CPUStatsR\x03cpu\x122\n" +
+	"\x06memory\x18\x02 \x01(\v2\x1a.hull.agent.v1.MemoryStatsR\x06memory\x12,\n" +
+	"\x04pids\x18\x03 \x01(\v2\x18.hull.agent.v1.PidsStatsR\x04pids2\xd3\f\n" +
 	"\x05Agent\x12B\n" +
 	"\x05Check\x12\x1b.hull.agent.v1.CheckRequest\x1a\x1c.hull.agent.v1.CheckResponse\x12H\n" +
 	"\aVersion\x12\x1d.hull.agent.v1.VersionRequest\x1a\x1e.hull.agent.v1.VersionResponse\x12L\n" +
@@ -1228,7 +1934,12 @@ const file_agent_proto_rawDesc = "" +
 	"ReadStdout\x12 .hull.agent.v1.ReadStreamRequest\x1a!.hull.agent.v1.ReadStreamResponse\x12Q\n" +
 	"\n" +
 	"ReadStderr\x12 .hull.agent.v1.ReadStreamRequest\x1a!.hull.agent.v1.ReadStreamResponse\x12J\n" +
-	"\fTtyWinResize\x12\".hull.agent.v1.TtyWinResizeRequest\x1a\x16.google.protobuf.EmptyB+Z)github.com/hullrt/hull/api/agent/v1;agentb\x06proto3"
+	"\fTtyWinResize\x12\".hull.agent.v1.TtyWinResizeRequest\x1a\x16.google.protobuf.Empty\x12Z\n" +
+	"\rListProcesses\x12#.hull.agent.v1.ListProcessesRequest\x1a$.hull.agent.v1.ListProcessesResponse\x12N\n" +
+	"\x0ePauseContainer\x12$.hull.agent.v1.PauseContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n" +
+	"\x0fResumeContainer\x12%.hull.agent.v1.ResumeContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n" +
+	"\x0fUpdateContainer\x12%.hull.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12]\n" +
+	"\x0eStatsContainer\x12$.hull.agent.v1.StatsContainerRequest\x1a%.hull.agent.v1.StatsContainerResponseB+Z)github.com/hullrt/hull/api/agent/v1;agentb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1243,7 +1954,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_agent_proto_goTypes = []any{
 	(CheckResponse_Status)(0),      // 0: hull.agent.v1.CheckResponse.Status
 	(*CheckRequest)(nil),           // 1: hull.agent.v1.CheckRequest
@@ -1266,48 +1977,75 @@ var file_agent_proto_goTypes = []any{
 	(*ReadStreamRequest)(nil),      // 18: hull.agent.v1.ReadStreamRequest
 	(*ReadStreamResponse)(nil),     // 19: hull.agent.v1.ReadStreamResponse
 	(*TtyWinResizeRequest)(nil),    // 20: hull.agent.v1.TtyWinResizeRequest
-	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),          // 22: google.protobuf.Empty
+	(*ListProcessesRequest)(nil),   // 21: hull.agent.v1.ListProcessesRequest
+	(*ProcessInfo)(nil),            // 22: hull.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil),  // 23: hull.agent.v1.ListProcessesResponse
+	(*PauseContainerRequest)(nil),  // 24: hull.agent.v1.PauseContainerRequest
+	(*ResumeContainerRequest)(nil), // 25: hull.agent.v1.ResumeContainerRequest
+	(*UpdateContainerRequest)(nil), // 26: hull.agent.v1.UpdateContainerRequest
+	(*StatsContainerRequest)(nil),  // 27: hull.agent.v1.StatsContainerRequest
+	(*CPUStats)(nil),               // 28: hull.agent.v1.CPUStats
+	(*MemoryStats)(nil),            // 29: hull.agent.v1.MemoryStats
+	(*PidsStats)(nil),              // 30: hull.agent.v1.PidsStats
+	(*StatsContainerResponse)(nil), // 31: hull.agent.v1.StatsContainerResponse
+	nil,                            // 32: hull.agent.v1.MemoryStats.RawEntry
+	(*timestamppb.Timestamp)(nil),  // 33: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),          // 34: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hull.agent.v1.CheckResponse.status:type_name -> hull.agent.v1.CheckResponse.Status
 	5,  // 1: hull.agent.v1.CreateSandboxRequest.storages:type_name -> hull.agent.v1.Storage
-	21, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
-	1,  // 3: hull.agent.v1.Agent.Check:input_type -> hull.agent.v1.CheckRequest
-	3,  // 4: hull.agent.v1.Agent.Version:input_type -> hull.agent.v1.VersionRequest
-	6,  // 5: hull.agent.v1.Agent.CreateSandbox:input_type -> hull.agent.v1.CreateSandboxRequest
-	7,  // 6: hull.agent.v1.Agent.DestroySandbox:input_type -> hull.agent.v1.DestroySandboxRequest
-	8,  // 7: hull.agent.v1.Agent.CreateContainer:input_type -> hull.agent.v1.CreateContainerRequest
-	9,  // 8: hull.agent.v1.Agent.StartContainer:input_type -> hull.agent.v1.StartContainerRequest
-	10, // 9: hull.agent.v1.Agent.RemoveContainer:input_type -> hull.agent.v1.RemoveContainerRequest
-	11, // 10: hull.agent.v1.Agent.ExecProcess:input_type -> hull.agent.v1.ExecProcessRequest
-	12, // 11: hull.agent.v1.Agent.SignalProcess:input_type -> hull.agent.v1.SignalProcessRequest
-	13, // 12: hull.agent.v1.Agent.WaitProcess:input_type -> hull.agent.v1.WaitProcessRequest
-	15, // 13: hull.agent.v1.Agent.WriteStdin:input_type -> hull.agent.v1.WriteStreamRequest
-	17, // 14: hull.agent.v1.Agent.CloseStdin:input_type -> hull.agent.v1.CloseStdinRequest
-	18, // 15: hull.agent.v1.Agent.ReadStdout:input_type -> hull.agent.v1.ReadStreamRequest
-	18, // 16: hull.agent.v1.Agent.ReadStderr:input_type -> hull.agent.v1.ReadStreamRequest
-	20, // 17: hull.agent.v1.Agent.TtyWinResize:input_type -> hull.agent.v1.TtyWinResizeRequest
-	2,  // 18: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
-	4,  // 19: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
-	22, // 20: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
-	22, // 21: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	22, // 22: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
-	22, // 23: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
-	22, // 24: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
-	22, // 25: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
-	22, // 26: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
-	14, // 27: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
-	16, // 28: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
-	22, // 29: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
-	19, // 30: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
-	19, // 31: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
-	22, // 32: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
-	18, // [18:33] is the sub-list for method output_type
-	3,  // [3:18] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	33, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	22, // 3: hull.agent.v1.ListProcessesResponse.processes:type_name -> hull.agent.v1.ProcessInfo
+	32, // 4: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
+	28, // 5: hull.agent.v1.StatsContainerResponse.cpu:type_name -> hull.agent.v1.CPUStats
+	29, // 6: hull.agent.v1.StatsContainerResponse.memory:type_name -> hull.agent.v1.MemoryStats
+	30, // 7: hull.agent.v1.StatsContainerResponse.pids:type_name -> hull.agent.v1.PidsStats
+	1,  // 8: hull.agent.v1.Agent.Check:input_type -> hull.agent.v1.CheckRequest
+	3,  // 9: hull.agent.v1.Agent.Version:input_type -> hull.agent.v1.VersionRequest
+	6,  // 10: hull.agent.v1.Agent.CreateSandbox:input_type -> hull.agent.v1.CreateSandboxRequest
+	7,  // 11: hull.agent.v1.Agent.DestroySandbox:input_type -> hull.agent.v1.DestroySandboxRequest
+	8,  // 12: hull.agent.v1.Agent.CreateContainer:input_type -> hull.agent.v1.CreateContainerRequest
+	9,  // 13: hull.agent.v1.Agent.StartContainer:input_type -> hull.agent.v1.StartContainerRequest
+	10, // 14: hull.agent.v1.Agent.RemoveContainer:input_type -> hull.agent.v1.RemoveContainerRequest
+	11, // 15: hull.agent.v1.Agent.ExecProcess:input_type -> hull.agent.v1.ExecProcessRequest
+	12, // 16: hull.agent.v1.Agent.SignalProcess:input_type -> hull.agent.v1.SignalProcessRequest
+	13, // 17: hull.agent.v1.Agent.WaitProcess:input_type -> hull.agent.v1.WaitProcessRequest
+	15, // 18: hull.agent.v1.Agent.WriteStdin:input_type -> hull.agent.v1.WriteStreamRequest
+	17, // 19: hull.agent.v1.Agent.CloseStdin:input_type -> hull.agent.v1.CloseStdinRequest
+	18, // 20: hull.agent.v1.Agent.ReadStdout:input_type -> hull.agent.v1.ReadStreamRequest
+	18, // 21: hull.agent.v1.Agent.ReadStderr:input_type -> hull.agent.v1.ReadStreamRequest
+	20, // 22: hull.agent.v1.Agent.TtyWinResize:input_type -> hull.agent.v1.TtyWinResizeRequest
+	21, // 23: hull.agent.v1.Agent.ListProcesses:input_type -> hull.agent.v1.ListProcessesRequest
+	24, // 24: hull.agent.v1.Agent.PauseContainer:input_type -> hull.agent.v1.PauseContainerRequest
+	25, // 25: hull.agent.v1.Agent.ResumeContainer:input_type -> hull.agent.v1.ResumeContainerRequest
+	26, // 26: hull.agent.v1.Agent.UpdateContainer:input_type -> hull.agent.v1.UpdateContainerRequest
+	27, // 27: hull.agent.v1.Agent.StatsContainer:input_type -> hull.agent.v1.StatsContainerRequest
+	2,  // 28: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
+	4,  // 29: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
+	34, // 30: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
+	34, // 31: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	34, // 32: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
+	34, // 33: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
+	34, // 34: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
+	34, // 35: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
+	34, // 36: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
+	14, // 37: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
+	16, // 38: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
+	34, // 39: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
+	19, // 40: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
+	19, // 41: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
+	34, // 42: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
+	23, // 43: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
+	34, // 44: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
+	34, // 45: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
+	34, // 46: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
+	31, // 47: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
+	28, // [28:48] is the sub-list for method output_type
+	8,  // [8:28] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1321,7 +2059,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,11 @@ type AgentService interface {
 	ReadStdout(context.Context, *ReadStreamRequest) (*ReadStreamResponse, error)
 	ReadStderr(context.Context, *ReadStreamRequest) (*ReadStreamResponse, error)
 	TtyWinResize(context.Context, *TtyWinResizeRequest) (*emptypb.Empty, error)
+	ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error)
+	PauseContainer(context.Context, *PauseContainerRequest) (*emptypb.Empty, error)
+	ResumeContainer(context.Context, *ResumeContainerRequest) (*emptypb.Empty, error)
+	UpdateContainer(context.Context, *UpdateContainerRequest) (*emptypb.Empty, error)
+	StatsContainer(context.Context, *StatsContainerRequest) (*StatsContainerResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -133,6 +138,41 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.TtyWinResize(ctx, &req)
+			},
+			"ListProcesses": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ListProcessesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ListProcesses(ctx, &req)
+			},
+			"PauseContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PauseContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PauseContainer(ctx, &req)
+			},
+			"ResumeContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResumeContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResumeContainer(ctx, &req)
+			},
+			"UpdateContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateContainer(ctx, &req)
+			},
+			"StatsContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req StatsContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.StatsContainer(ctx, &req)
 			},
 		},
 	})
@@ -263,6 +303,46 @@ func (c *agentClient) ReadStderr(ctx context.Context, req *ReadStreamRequest) (*
 func (c *agentClient) TtyWinResize(ctx context.Context, req *TtyWinResizeRequest) (*emptypb.Empty, error) {
 	var resp emptypb.Empty
 	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "TtyWinResize", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ListProcesses(ctx context.Context, req *ListProcessesRequest) (*ListProcessesResponse, error) {
+	var resp ListProcessesResponse
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "ListProcesses", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) PauseContainer(ctx context.Context, req *PauseContainerRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "PauseContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ResumeContainer(ctx context.Context, req *ResumeContainerRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "ResumeContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateContainer(ctx context.Context, req *UpdateContainerRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "UpdateContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) StatsContainer(ctx context.Context, req *StatsContainerRequest) (*StatsContainerResponse, error) {
+	var resp StatsContainerResponse
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "StatsContainer", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

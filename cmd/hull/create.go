@@ -1,0 +1,110 @@
+package main
+
+import (
+	"errors"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/hullrt/hull/internal/monitor"
+	"github.com/hullrt/hull/internal/oci"
+)
+
+// createFlags are the flags `create` and `run` share with runc.
+var createFlags = []cli.Flag{
+	&cli.StringFlag{Name: "bundle", Aliases: []string{"b"}, Value: ".", Usage: "path to the OCI bundle"},
+	&cli.StringFlag{Name: "pid-file", Usage: "file to write the pid of the process that stands for the container"},
+	&cli.StringFlag{Name: "console-socket", Usage: "unix socket that receives the master of the container's pty"},
+	&cli.BoolFlag{Name: "no-pivot", Usage: "accepted for runc compatibility (the guest always pivots)"},
+	&cli.BoolFlag{Name: "no-new-keyring", Usage: "accepted for runc compatibility (the guest kernel has its own keyrings)"},
+	&cli.IntFlag{Name: "preserve-fds", Usage: "extra file descriptors to pass to the container (only 0: a VM cannot receive host descriptors)"},
+}
+
+var createCommand = &cli.Command{
+	Name:      "create",
+	Usage:     "create a container in a new VM; its process waits for start",
+	ArgsUsage: "<container-id>",
+	Flags:     createFlags,
+	Action: func(c *cli.Context) error {
+		return createOrRun(c, false)
+	},
+}
+
+// createOrRun creates a container through a detached monitor, and starts
+// it with start; it returns once the container is created (started).
+func createOrRun(c *cli.Context, start bool) error {
+	cfg, id, err := setup(c)
+	if err != nil {
+		return err
+	}
+	if err := oci.ValidateID(id); err != nil {
+		return err
+	}
+	if c.Int("preserve-fds") != 0 {
+		return errors.New("--preserve-fds: host file descriptors cannot be passed into a VM")
+	}
+	b, err := oci.Load(c.String("bundle"))
+	if err != nil {
+		return err
+	}
+	if b.Spec.Process.Terminal && c.String("console-socket") == "" {
+		return monitor.ErrConsoleSocketNeeded
+	}
+	args := []string{"_monitor", "--bundle", b.Dir}
+	if s := c.String("console-socket"); s != "" {
+		args = append(args, "--console-socket", s)
+	}
+	if start {
+		args = append(args, "--start")
+	}
+	pid, err := spawnMonitor(c, cfg, append(args, id))
+	if err != nil {
+		return err
+	}
+	return writePidFile(c.String("pid-file"), pid)
+}
+
+// monitorCommand is the detached process that stands for a container.
+var monitorCommand = &cli.Command{
+	Name:      "_monitor",
+	Hidden:    true,
+	Usage:     "internal: stand for a container on the host (started by create)",
+	ArgsUsage: "<container-id>",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "bundle", Required: true},
+		&cli.StringFlag{Name: "console-socket"},
+		&cli.BoolFlag{Name: "start"},
+	},
+	Action: func(c *cli.Context) error {
+		keepSyncFromChildren()
+		cfg, id, err := setup(c)
+		if err != nil {
+			reportReady(err)
+			return err
+		}
+		b, err := oci.Load(c.String("bundle"))
+		if err != nil {
+			reportReady(err)
+			return err
+		}
+		status, err := monitor.RunContainer(monitor.ContainerOptions{
+			Config: cfg,
+			Root:   rootOf(cfg),
+			ID:     id,
+			Bundle: b,
+			IO: monitor.IO{
+				Terminal:      b.Spec.Process.Terminal,
+				ConsoleSocket: c.String("console-socket"),
+				Stdin:         os.Stdin,
+				Stdout:        os.Stdout,
+				Stderr:        os.Stderr,
+			},
+			Start: c.Bool("start"),
+			Ready: reportReady,
+		})
+		if err != nil {
+			return err
+		}
+		return cli.Exit("", status)
+	},
+}
