@@ -13,6 +13,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hullrt/hull/internal/busybox"
 )
 
@@ -57,24 +59,36 @@ type result struct {
 }
 
 // run runs hull to completion with stdin and returns what it printed.
+// Output goes through files, not pipes: a detached container's monitor
+// inherits them and keeps them open, as runc's container process would.
 func (h *hullCmd) run(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := h.command(ctx, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	dir := t.TempDir()
+	out, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	errf, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	cmd.Stdout, cmd.Stderr = out, errf
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
-	err := cmd.Run()
+	err = cmd.Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("running hull %v: %v", args, err)
 	}
-	return result{out.String(), errb.String(), code}
+	return result{readFile(t, out.Name()), readFile(t, errf.Name()), code}
 }
 
 // assertNoLeftovers checks that nothing of any container remains under
@@ -107,4 +121,8 @@ func assertNoLeftovers(t *testing.T, root string) {
 	for _, e := range entries {
 		t.Errorf("leftover state %s", filepath.Join(root, e.Name()))
 	}
+}
+
+func setWinsize(f *os.File, rows, cols uint16) error {
+	return unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
 }

@@ -135,6 +135,17 @@ func reportReady(err error) {
 	fmt.Fprint(f, "ok")
 }
 
+// monitorFailed is how a monitor exits after it reported err through the
+// sync pipe: silently, since the CLI that started it prints the error, and
+// with 128+signal when a signal interrupted it.
+func monitorFailed(err error) error {
+	var ie *monitor.InterruptedError
+	if errors.As(err, &ie) {
+		return cli.Exit("", 128+int(ie.Signal))
+	}
+	return cli.Exit("", 1)
+}
+
 // writePidFile writes pid atomically, as runc does.
 func writePidFile(path string, pid int) error {
 	if path == "" {

@@ -103,7 +103,7 @@ var monitorCommand = &cli.Command{
 			Ready: reportReady,
 		})
 		if err != nil {
-			return err
+			return monitorFailed(err)
 		}
 		return cli.Exit("", status)
 	},

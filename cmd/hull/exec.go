@@ -140,7 +140,7 @@ var execMonitorCommand = &cli.Command{
 			Ready:   reportReady,
 		})
 		if err != nil {
-			return err
+			return monitorFailed(err)
 		}
 		return cli.Exit("", status)
 	},
