@@ -49,6 +49,15 @@ func running(cfg *config.Config, id string) (*container.State, error) {
 	return nil, errors.New("container not running")
 }
 
+// liveAgent checks that container id has a live process and returns a
+// client of its agent.
+func liveAgent(cfg *config.Config, id string) (*agentclient.Client, error) {
+	if _, err := running(cfg, id); err != nil {
+		return nil, err
+	}
+	return agentFor(cfg, id)
+}
+
 // agentFor returns an agent client that reaches container id's guest
 // through its monitor.
 func agentFor(cfg *config.Config, id string) (*agentclient.Client, error) {

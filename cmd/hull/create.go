@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/monitor"
 	"github.com/hullrt/hull/internal/oci"
 )
@@ -33,17 +34,7 @@ var createCommand = &cli.Command{
 // createOrRun creates a container through a detached monitor, and starts
 // it with start; it returns once the container is created (started).
 func createOrRun(c *cli.Context, start bool) error {
-	cfg, id, err := setup(c)
-	if err != nil {
-		return err
-	}
-	if err := oci.ValidateID(id); err != nil {
-		return err
-	}
-	if c.Int("preserve-fds") != 0 {
-		return errors.New("--preserve-fds: host file descriptors cannot be passed into a VM")
-	}
-	b, err := oci.Load(c.String("bundle"))
+	cfg, id, b, err := prepareCreate(c)
 	if err != nil {
 		return err
 	}
@@ -62,6 +53,22 @@ func createOrRun(c *cli.Context, start bool) error {
 		return err
 	}
 	return writePidFile(c.String("pid-file"), pid)
+}
+
+// prepareCreate checks what create and run are given and loads the bundle.
+func prepareCreate(c *cli.Context) (*config.Config, string, *oci.Bundle, error) {
+	cfg, id, err := setup(c)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := oci.ValidateID(id); err != nil {
+		return nil, "", nil, err
+	}
+	if c.Int("preserve-fds") != 0 {
+		return nil, "", nil, errors.New("--preserve-fds: host file descriptors cannot be passed into a VM")
+	}
+	b, err := oci.Load(c.String("bundle"))
+	return cfg, id, b, err
 }
 
 // monitorCommand is the detached process that stands for a container.

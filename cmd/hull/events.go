@@ -85,10 +85,7 @@ var eventsCommand = &cli.Command{
 		if c.Duration("interval") <= 0 {
 			return fmt.Errorf("interval must be positive")
 		}
-		if _, err := running(cfg, id); err != nil {
-			return err
-		}
-		client, err := agentFor(cfg, id)
+		client, err := liveAgent(cfg, id)
 		if err != nil {
 			return err
 		}

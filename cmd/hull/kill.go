@@ -34,10 +34,7 @@ var killCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		if _, err := running(cfg, id); err != nil {
-			return err
-		}
-		client, err := agentFor(cfg, id)
+		client, err := liveAgent(cfg, id)
 		if err != nil {
 			return err
 		}

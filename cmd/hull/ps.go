@@ -29,10 +29,7 @@ var psCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		if _, err := running(cfg, id); err != nil {
-			return err
-		}
-		client, err := agentFor(cfg, id)
+		client, err := liveAgent(cfg, id)
 		if err != nil {
 			return err
 		}

@@ -7,7 +7,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/hullrt/hull/internal/monitor"
-	"github.com/hullrt/hull/internal/oci"
 )
 
 var runCommand = &cli.Command{
@@ -22,17 +21,7 @@ var runCommand = &cli.Command{
 		if c.Bool("detach") {
 			return createOrRun(c, true)
 		}
-		cfg, id, err := setup(c)
-		if err != nil {
-			return err
-		}
-		if err := oci.ValidateID(id); err != nil {
-			return err
-		}
-		if c.Int("preserve-fds") != 0 {
-			return errors.New("--preserve-fds: host file descriptors cannot be passed into a VM")
-		}
-		b, err := oci.Load(c.String("bundle"))
+		cfg, id, b, err := prepareCreate(c)
 		if err != nil {
 			return err
 		}

@@ -15,10 +15,7 @@ var startCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		if _, err := running(cfg, id); err != nil {
-			return err
-		}
-		client, err := agentFor(cfg, id)
+		client, err := liveAgent(cfg, id)
 		if err != nil {
 			return err
 		}

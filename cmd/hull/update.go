@@ -38,18 +38,15 @@ var updateCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		if _, err := running(cfg, id); err != nil {
-			return err
-		}
-		raw, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		client, err := agentFor(cfg, id)
+		client, err := liveAgent(cfg, id)
 		if err != nil {
 			return err
 		}
 		defer client.Close()
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
 		return client.Update(c.Context, id, raw)
 	},
 }
