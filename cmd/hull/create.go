@@ -9,6 +9,7 @@ import (
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/monitor"
 	"github.com/hullrt/hull/internal/oci"
+	"github.com/hullrt/hull/internal/stdio"
 )
 
 // createFlags are the flags `create` and `run` share with runc.
@@ -39,7 +40,7 @@ func createOrRun(c *cli.Context, start bool) error {
 		return err
 	}
 	if b.Spec.Process.Terminal && c.String("console-socket") == "" {
-		return monitor.ErrConsoleSocketNeeded
+		return stdio.ErrConsoleSocketNeeded
 	}
 	args := []string{"_monitor", "--bundle", b.Dir}
 	if s := c.String("console-socket"); s != "" {
@@ -99,7 +100,7 @@ var monitorCommand = &cli.Command{
 			Root:   rootOf(cfg),
 			ID:     id,
 			Bundle: b,
-			IO: monitor.IO{
+			IO: stdio.IO{
 				Terminal:      b.Spec.Process.Terminal,
 				ConsoleSocket: c.String("console-socket"),
 				Stdin:         os.Stdin,

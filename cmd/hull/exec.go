@@ -16,6 +16,7 @@ import (
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/container"
 	"github.com/hullrt/hull/internal/monitor"
+	"github.com/hullrt/hull/internal/stdio"
 )
 
 var execFlags = []cli.Flag{
@@ -65,7 +66,7 @@ var execCommand = &cli.Command{
 			return err
 		}
 		if p.Terminal && c.Bool("detach") && c.String("console-socket") == "" {
-			return monitor.ErrConsoleSocketNeeded
+			return stdio.ErrConsoleSocketNeeded
 		}
 		eid := newExecID()
 		if c.Bool("detach") {
@@ -73,7 +74,7 @@ var execCommand = &cli.Command{
 		}
 		status, err := monitor.RunExec(monitor.ExecOptions{
 			Root: rootOf(cfg), ID: id, ExecID: eid, Process: p,
-			IO:      monitor.IO{Terminal: p.Terminal, ConsoleSocket: c.String("console-socket"), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+			IO:      stdio.IO{Terminal: p.Terminal, ConsoleSocket: c.String("console-socket"), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 			Timeout: cfg.Agent.RequestTimeout.Duration,
 			Ready: func(err error) {
 				if err == nil {
@@ -135,7 +136,7 @@ var execMonitorCommand = &cli.Command{
 		}
 		status, err := monitor.RunExec(monitor.ExecOptions{
 			Root: rootOf(cfg), ID: id, ExecID: c.String("exec-id"), Process: p,
-			IO:      monitor.IO{Terminal: p.Terminal, ConsoleSocket: c.String("console-socket"), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+			IO:      stdio.IO{Terminal: p.Terminal, ConsoleSocket: c.String("console-socket"), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 			Timeout: cfg.Agent.RequestTimeout.Duration,
 			Ready:   reportReady,
 		})

@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/hullrt/hull/internal/monitor"
+	"github.com/hullrt/hull/internal/stdio"
 )
 
 var runCommand = &cli.Command{
@@ -31,7 +32,7 @@ var runCommand = &cli.Command{
 			Root:   root,
 			ID:     id,
 			Bundle: b,
-			IO: monitor.IO{
+			IO: stdio.IO{
 				Terminal:      b.Spec.Process.Terminal,
 				ConsoleSocket: c.String("console-socket"),
 				Stdin:         os.Stdin,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hullrt/hull/internal/agentclient"
 	"github.com/hullrt/hull/internal/container"
+	"github.com/hullrt/hull/internal/stdio"
 )
 
 // ExecOptions describes a process to run in a running container.
@@ -22,7 +23,7 @@ type ExecOptions struct {
 	ID      string
 	ExecID  string
 	Process *specs.Process
-	IO      IO
+	IO      stdio.IO
 	Timeout time.Duration // of each control call to the agent
 	Ready   func(error)
 }
@@ -32,8 +33,8 @@ type ExecOptions struct {
 func RunExec(o ExecOptions) (int, error) {
 	ready := once(o.Ready)
 	if o.IO.Terminal && o.IO.ConsoleSocket == "" && o.IO.Stdin == nil {
-		ready(ErrConsoleSocketNeeded)
-		return 0, ErrConsoleSocketNeeded
+		ready(stdio.ErrConsoleSocketNeeded)
+		return 0, stdio.ErrConsoleSocketNeeded
 	}
 	st, err := o.Root.Load(o.ID)
 	if err != nil {
@@ -67,13 +68,13 @@ func RunExec(o ExecOptions) (int, error) {
 		ready(err)
 		return 0, err
 	}
-	r, err := startRelay(ctx, c, o.ID, o.ExecID, o.IO)
+	r, err := stdio.Start(ctx, c, o.ID, o.ExecID, o.IO)
 	if err != nil {
 		_ = c.Signal(ctx, o.ID, o.ExecID, uint32(syscall.SIGKILL), false)
 		ready(err)
 		return 0, err
 	}
-	defer r.close()
+	defer r.Close()
 	ready(nil)
 	go func() {
 		for s := range sigc {
@@ -88,6 +89,6 @@ func RunExec(o ExecOptions) (int, error) {
 		logrus.WithError(err).Debug("waiting for exec process")
 		return 255, nil
 	}
-	r.drain(drainTimeout)
+	r.Drain(drainTimeout)
 	return status, nil
 }

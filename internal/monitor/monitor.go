@@ -27,6 +27,7 @@ import (
 	"github.com/hullrt/hull/internal/container"
 	"github.com/hullrt/hull/internal/oci"
 	"github.com/hullrt/hull/internal/sandbox"
+	"github.com/hullrt/hull/internal/stdio"
 )
 
 // ForwardedSignals are relayed to the process a monitor stands for.
@@ -44,7 +45,7 @@ type ContainerOptions struct {
 	Root   container.Root
 	ID     string
 	Bundle *oci.Bundle
-	IO     IO
+	IO     stdio.IO
 	// Start starts the process as soon as it is created (hull run);
 	// otherwise `hull start` does, through the monitor's socket.
 	Start bool
@@ -139,7 +140,7 @@ func RunContainer(o ContainerOptions) (int, error) {
 type monitor struct {
 	o       ContainerOptions
 	sb      *sandbox.Sandbox
-	relay   *relay
+	relay   *stdio.Relay
 	proxy   net.Listener
 	removed bool
 }
@@ -147,7 +148,7 @@ type monitor struct {
 func (m *monitor) create(ctx context.Context) error {
 	o := m.o
 	if o.IO.Terminal && o.IO.ConsoleSocket == "" && o.IO.Stdin == nil {
-		return ErrConsoleSocketNeeded
+		return stdio.ErrConsoleSocketNeeded
 	}
 	sb, err := sandbox.Create(ctx, o.Config, o.ID, o.Root.SandboxDir(o.ID))
 	if err != nil {
@@ -162,7 +163,7 @@ func (m *monitor) create(ctx context.Context) error {
 		return err
 	}
 	logrus.Debugf("phase %-16s %v", "create-container", time.Since(t))
-	if m.relay, err = startRelay(ctx, sb.Agent, o.ID, "", o.IO); err != nil {
+	if m.relay, err = stdio.Start(ctx, sb.Agent, o.ID, "", o.IO); err != nil {
 		return err
 	}
 	if err := m.serve(); err != nil {
@@ -268,7 +269,7 @@ func (m *monitor) wait(ctx context.Context) int {
 			logrus.WithError(r.err).Warn("waiting for container")
 			return 255
 		}
-		m.relay.drain(drainTimeout)
+		m.relay.Drain(drainTimeout)
 		return r.status
 	case <-m.sb.Done():
 		logrus.Warn("vm exited under the container")
@@ -295,7 +296,7 @@ func (m *monitor) teardown() {
 		m.proxy.Close()
 	}
 	if m.relay != nil {
-		m.relay.close()
+		m.relay.Close()
 	}
 	if m.sb != nil {
 		t := time.Now()

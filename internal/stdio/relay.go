@@ -1,4 +1,7 @@
-package monitor
+// Package stdio relays the standard I/O of a process in the guest to the
+// host: to files or pipes the runtime's caller gave, to a new pty whose
+// master goes to a console socket, or to the caller's own terminal.
+package stdio
 
 import (
 	"context"
@@ -28,29 +31,29 @@ type IO struct {
 	// master of a new host pty (runc's --console-socket). Without it a
 	// terminal process uses Stdin/Stdout, which should then be a terminal.
 	ConsoleSocket string
-	Stdin         *os.File
-	Stdout        *os.File
-	Stderr        *os.File
+	Stdin         io.Reader
+	Stdout        io.Writer
+	Stderr        io.Writer
 }
 
 // ErrConsoleSocketNeeded is runc's refusal to detach a terminal process
 // with nowhere to send its terminal.
 var ErrConsoleSocketNeeded = errors.New("cannot allocate tty if runtime will detach without setting console socket")
 
-// relay copies one guest process's stdio to and from the host.
-type relay struct {
+// Relay copies one guest process's stdio to and from the host.
+type Relay struct {
 	outputs sync.WaitGroup
 	cleanup []func()
 }
 
-// startRelay starts copying. The outputs end at EOF of the guest streams.
-func startRelay(ctx context.Context, c *agentclient.Client, cid, eid string, o IO) (*relay, error) {
-	r := &relay{}
+// Start starts copying. The outputs end at EOF of the guest streams.
+func Start(ctx context.Context, c *agentclient.Client, cid, eid string, o IO) (*Relay, error) {
+	r := &Relay{}
 	out, errOut, in := io.Writer(o.Stdout), io.Writer(o.Stderr), io.Reader(o.Stdin)
 	if o.Terminal {
 		tty, err := r.terminal(ctx, c, cid, eid, o)
 		if err != nil {
-			r.close()
+			r.Close()
 			return nil, err
 		}
 		if tty != nil {
@@ -83,14 +86,14 @@ func startRelay(ctx context.Context, c *agentclient.Client, cid, eid string, o I
 // terminal sets up the host end of a terminal process: a new pty whose
 // master goes to the console socket, or the caller's own terminal. It
 // returns the file to relay through (nil: use Stdin/Stdout as they are).
-func (r *relay) terminal(ctx context.Context, c *agentclient.Client, cid, eid string, o IO) (*os.File, error) {
+func (r *Relay) terminal(ctx context.Context, c *agentclient.Client, cid, eid string, o IO) (*os.File, error) {
 	if o.ConsoleSocket == "" {
-		if o.Stdin != nil && term.IsTerminal(int(o.Stdin.Fd())) {
-			fd := int(o.Stdin.Fd())
+		if in, ok := o.Stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
+			fd := int(in.Fd())
 			if old, err := term.MakeRaw(fd); err == nil {
 				r.cleanup = append(r.cleanup, func() { term.Restore(fd, old) })
 			}
-			r.watchSize(ctx, c, cid, eid, o.Stdin)
+			r.watchSize(ctx, c, cid, eid, in)
 		}
 		return nil, nil
 	}
@@ -120,7 +123,7 @@ func (r *relay) terminal(ctx context.Context, c *agentclient.Client, cid, eid st
 }
 
 // watchSize copies the window size of tty to the guest now and on SIGWINCH.
-func (r *relay) watchSize(ctx context.Context, c *agentclient.Client, cid, eid string, tty *os.File) {
+func (r *Relay) watchSize(ctx context.Context, c *agentclient.Client, cid, eid string, tty *os.File) {
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, syscall.SIGWINCH)
 	done := make(chan struct{})
@@ -174,9 +177,9 @@ func sendConsole(path string, master console.Console) error {
 	return nil
 }
 
-// drain waits for the outputs to reach EOF, at most for timeout: a
+// Drain waits for the outputs to reach EOF, at most for timeout: a
 // process that left children holding its stdout must not hold up the exit.
-func (r *relay) drain(timeout time.Duration) {
+func (r *Relay) Drain(timeout time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		r.outputs.Wait()
@@ -189,7 +192,7 @@ func (r *relay) drain(timeout time.Duration) {
 	}
 }
 
-func (r *relay) close() {
+func (r *Relay) Close() {
 	for i := len(r.cleanup) - 1; i >= 0; i-- {
 		r.cleanup[i]()
 	}
