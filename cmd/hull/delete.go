@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/container"
+	"github.com/hullrt/hull/internal/hypervisor"
 	"github.com/hullrt/hull/internal/oci"
 	"github.com/hullrt/hull/internal/storage"
 )
@@ -125,16 +124,7 @@ func waitExit(st *container.State, timeout time.Duration) bool {
 // virtiofsd processes of the container's VM, and its mounts.
 func cleanupLeftovers(root container.Root, id string) error {
 	vmDir := root.SandboxDir(id)
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(b, []byte(vmDir+"/")) {
-			continue
-		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != os.Getpid() {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-	}
+	hypervisor.KillReferencing(vmDir + "/")
 	share := storage.Share{Dir: filepath.Join(vmDir, "shared")}
 	return share.Remove()
 }

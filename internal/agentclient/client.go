@@ -257,3 +257,11 @@ func (c *Client) Stats(ctx context.Context, cid string) (*agent.StatsContainerRe
 	r, err := c.ctl.StatsContainer(ctx, &agent.StatsContainerRequest{ContainerId: cid})
 	return r, fromRPC(err)
 }
+
+// CloseStdin closes the process's stdin in the guest.
+func (c *Client) CloseStdin(ctx context.Context, cid, eid string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.CloseStdin(ctx, &agent.CloseStdinRequest{ContainerId: cid, ExecId: eid})
+	return fromRPC(err)
+}

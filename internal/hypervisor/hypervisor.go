@@ -6,9 +6,12 @@
 package hypervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -98,4 +101,21 @@ var ErrNotRunning = errors.New("vmm is not running")
 // ProcessAlive reports whether pid names a live process.
 func ProcessAlive(pid int) bool {
 	return pid > 0 && unix.Kill(pid, 0) == nil
+}
+
+// KillReferencing SIGKILLs every process (but this one) whose command line
+// contains s, such as a VM's state directory: how VMM and virtiofsd
+// processes are found after the process that started them crashed.
+func KillReferencing(s string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(s)) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err == nil && pid != os.Getpid() {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
 }

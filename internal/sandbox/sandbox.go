@@ -339,6 +339,14 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cid string, b *oci.Bundle
 	return nil
 }
 
+// RemoveContainer removes a container from the guest and its root
+// filesystem from the share.
+func (s *Sandbox) RemoveContainer(ctx context.Context, cid string) error {
+	err := s.Agent.RemoveContainer(ctx, cid)
+	share := storage.Share{Dir: filepath.Join(s.share.Dir, cid)}
+	return errors.Join(err, share.Remove())
+}
+
 // OpenStream opens a new stream to the agent, for a client in another
 // process (see internal/monitor).
 func (s *Sandbox) OpenStream() (net.Conn, error) { return s.sess.Open() }
