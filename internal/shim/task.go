@@ -71,6 +71,7 @@ type process struct {
 	mu         sync.Mutex
 	started    bool
 	stdin      io.Closer
+	outputs    []io.Closer // output FIFOs: closed after the last byte
 	relay      *stdio.Relay
 	exited     chan struct{}
 	exitStatus uint32
@@ -106,18 +107,16 @@ func (p *process) openIO(ctx context.Context, c *agentclient.Client) error {
 		f, err := fifo.OpenFifo(ctx, out.path, syscall.O_WRONLY, 0)
 		if err != nil {
 			p.closeIO()
+			p.closeOutputs()
 			return fmt.Errorf("opening output fifo: %w", err)
 		}
 		*out.dst = f
-		defer func(f io.Closer) {
-			if p.relay == nil {
-				f.Close()
-			}
-		}(f)
+		p.outputs = append(p.outputs, f)
 	}
 	r, err := stdio.Start(context.Background(), c, p.cid, p.execID, sio)
 	if err != nil {
 		p.closeIO()
+		p.closeOutputs()
 		return err
 	}
 	p.relay = r
@@ -133,6 +132,15 @@ func (p *process) closeIO() {
 	}
 }
 
+func (p *process) closeOutputs() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.outputs {
+		f.Close()
+	}
+	p.outputs = nil
+}
+
 // wait waits for the guest process to exit and reports it.
 func (p *process) wait(c *agentclient.Client, send func(any)) {
 	status, at, err := c.Wait(context.Background(), p.cid, p.execID)
@@ -143,6 +151,9 @@ func (p *process) wait(c *agentclient.Client, send func(any)) {
 		p.relay.Drain(drainTimeout)
 		p.relay.Close()
 	}
+	// EOF on the FIFOs tells containerd's readers (ctr, CRI logs) that
+	// the output is complete.
+	p.closeOutputs()
 	if !p.setExited(uint32(status), at) {
 		return
 	}
