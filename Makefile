@@ -8,17 +8,20 @@ AGENT_LDFLAGS := -s -w -extldflags "-static" -X github.com/hullrt/hull/internal/
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build hull agent image test unit integration demo proto lint clean help
+.PHONY: all deps build hull agent shim image test unit integration demo proto lint clean help
 
 all: build
 
 deps: ## install the Debian packages hull needs (root)
 	scripts/install-deps.sh
 
-build: hull agent ## build hull and the static hull-agent into bin/
+build: hull agent shim ## build hull, the static hull-agent and the containerd shim into bin/
 
 hull:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/hull ./cmd/hull
+
+shim:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/containerd-shim-hull-v2 ./cmd/containerd-shim-hull-v2
 
 # The agent is PID 1 of the guest: static, with libcontainer's cgo nsenter.
 agent:

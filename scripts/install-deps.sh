@@ -8,6 +8,8 @@ packages=(
 	linux-image-cloud-amd64        # the default guest kernel
 	busybox-static                 # test and demo root filesystems
 	runc                           # the peer that `hull bench` compares with
+	podman conmon containernetworking-plugins  # test/podman_test.go: podman with hull as its runtime
+	containerd                     # test/containerd_test.go: ctr and the hull shim
 	protobuf-compiler libprotobuf-dev  # `make proto`
 	cpio kmod gcc libc6-dev make git ca-certificates
 )

@@ -183,6 +183,10 @@ func cleanupVM(dir string) error {
 	if err := share.Remove(); err != nil {
 		return err
 	}
-	return os.RemoveAll(dir)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	removeEmptyParents(dir)
+	return nil
 }
 

@@ -174,6 +174,18 @@ func (s *service) destroyVM() {
 	}
 	s.sb.Destroy(context.Background())
 	s.sb = nil
+	removeEmptyParents(vmDir(s.cfg, s.ns, s.sandboxID))
+}
+
+// removeEmptyParents removes the namespace and pods directories above a
+// VM's directory once no VM is left in them.
+func removeEmptyParents(dir string) {
+	for i := 0; i < 2; i++ {
+		dir = filepath.Dir(dir)
+		if os.Remove(dir) != nil {
+			return
+		}
+	}
 }
 
 func (s *service) task(id string) (*task, error) {

@@ -1,0 +1,213 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hullrt/hull/internal/busybox"
+)
+
+const testImage = "docker.io/library/hull-busybox:latest"
+
+// containerd is a private containerd daemon whose PATH finds hull's shim.
+type containerd struct {
+	dir  string
+	sock string
+	e    env
+}
+
+// startContainerd starts containerd with its own config, root, state and
+// socket under a temp dir, and imports the busybox test image.
+func startContainerd(t *testing.T, e env) *containerd {
+	t.Helper()
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		t.Skip("containerd not installed (apt-get install containerd)")
+	}
+	shim := filepath.Join(filepath.Dir(e.hull), "containerd-shim-hull-v2")
+	if _, err := os.Stat(shim); err != nil {
+		t.Fatalf("shim not built: %v", err)
+	}
+	dir := t.TempDir()
+	c := &containerd{dir: dir, sock: filepath.Join(dir, "containerd.sock"), e: e}
+	hullRoot := filepath.Join(dir, "hull")
+	hullCfg := filepath.Join(dir, "hull.toml")
+	if err := os.WriteFile(hullCfg, []byte(fmt.Sprintf("[runtime]\nroot = %q\n[image]\ndir = %q\n", hullRoot, e.imageDir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc")
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", filepath.Join(dir, "config.toml"))
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(shim)+":"+os.Getenv("PATH"), "HULL_CONFIG="+hullCfg)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		log.Close()
+		// containerd's own mounts (snapshots) go with it.
+		_ = exec.Command("umount", "-R", filepath.Join(dir, "root")).Run()
+		assertNoLeftovers(t, hullRoot)
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(c.sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not start: %s", readFile(t, log.Name()))
+		}
+	}
+	archive := filepath.Join(dir, "busybox.tar")
+	if err := busybox.WriteImageArchive(archive, testImage, []string{"sh"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.ctr(t, nil, "image", "import", archive); r.code != 0 {
+		t.Fatalf("importing image: %s", r.stderr)
+	}
+	return c
+}
+
+// ctr runs a ctr command against the private containerd.
+func (c *containerd) ctr(t *testing.T, stdin []byte, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.sock}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("ctr %v: %v", args, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+func TestContainerdRunRemove(t *testing.T) {
+	e := requireEnv(t)
+	c := startContainerd(t, e)
+	r := c.ctr(t, nil, "run", "--rm", "--runtime", "io.containerd.hull.v2", testImage, "uname", "uname", "-r")
+	if r.code != 0 || strings.TrimSpace(r.stdout) == "" || strings.TrimSpace(r.stdout) == hostKernel(t) {
+		t.Fatalf("ctr run uname -r: exit %d, %q %q (host %s)", r.code, r.stdout, r.stderr, hostKernel(t))
+	}
+	r = c.ctr(t, nil, "run", "--rm", "--runtime", "io.containerd.hull.v2", testImage, "exit9", "sh", "-c", "echo err >&2; exit 9")
+	if r.code != 9 || !strings.Contains(r.stderr, "err") {
+		t.Fatalf("exit code: %d %q", r.code, r.stderr)
+	}
+	r = c.ctr(t, []byte("through stdin\n"), "run", "--rm", "--runtime", "io.containerd.hull.v2", testImage, "cat", "cat")
+	if r.code != 0 || r.stdout != "through stdin\n" {
+		t.Fatalf("stdin: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestContainerdTaskVerbs(t *testing.T) {
+	e := requireEnv(t)
+	c := startContainerd(t, e)
+	rt := []string{"--runtime", "io.containerd.hull.v2"}
+	if r := c.ctr(t, nil, append(append([]string{"run", "-d"}, rt...), testImage, "verbs", "sleep", "1000")...); r.code != 0 {
+		t.Fatalf("run -d: %s", r.stderr)
+	}
+	r := c.ctr(t, nil, "task", "exec", "--exec-id", "e1", "verbs", "sh", "-c", "echo in-exec; exit 4")
+	if r.code != 4 || r.stdout != "in-exec\n" {
+		t.Errorf("task exec: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := c.ctr(t, nil, "task", "pause", "verbs"); r.code != 0 {
+		t.Errorf("pause: %s", r.stderr)
+	}
+	if r := c.ctr(t, nil, "task", "ls"); !strings.Contains(r.stdout, "PAUSED") {
+		t.Errorf("task ls after pause: %s", r.stdout)
+	}
+	if r := c.ctr(t, nil, "task", "resume", "verbs"); r.code != 0 {
+		t.Errorf("resume: %s", r.stderr)
+	}
+	r = c.ctr(t, nil, "task", "metrics", "verbs")
+	if r.code != 0 || !strings.Contains(r.stdout, "memory.usage") || !strings.Contains(r.stdout, "pids.current") {
+		t.Errorf("metrics: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := c.ctr(t, nil, "task", "ps", "verbs"); r.code != 0 || len(strings.Split(strings.TrimSpace(r.stdout), "\n")) < 2 {
+		t.Errorf("ps: %q %q", r.stdout, r.stderr)
+	}
+	if r := c.ctr(t, nil, "task", "kill", "-s", "KILL", "verbs"); r.code != 0 {
+		t.Errorf("kill: %s", r.stderr)
+	}
+	waitTaskStopped(t, c, "verbs")
+	if r := c.ctr(t, nil, "task", "rm", "verbs"); r.code != 0 {
+		t.Errorf("task rm: %s", r.stderr)
+	}
+	if r := c.ctr(t, nil, "container", "rm", "verbs"); r.code != 0 {
+		t.Errorf("container rm: %s", r.stderr)
+	}
+}
+
+func waitTaskStopped(t *testing.T, c *containerd, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if r := c.ctr(t, nil, "task", "ls"); strings.Contains(r.stdout, "STOPPED") {
+			return
+		}
+	}
+	t.Fatalf("task %s did not stop", id)
+}
+
+func TestContainerdTTY(t *testing.T) {
+	e := requireEnv(t)
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("no script(1) to provide a pty")
+	}
+	c := startContainerd(t, e)
+	cmdline := fmt.Sprintf("stty rows 33 cols 99; ctr --address %s run --rm -t --runtime io.containerd.hull.v2 %s tty sh -c 'tty; stty size'", c.sock, testImage)
+	out, err := exec.Command("script", "-qec", cmdline, "/dev/null").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "33 99") {
+		t.Fatalf("ctr run -t: %v: %q", err, out)
+	}
+}
+
+// A VMM that dies under a running task: the task exits, containerd hears
+// of it, and removing the task leaves nothing.
+func TestContainerdVMMCrash(t *testing.T) {
+	e := requireEnv(t)
+	c := startContainerd(t, e)
+	if r := c.ctr(t, nil, "run", "-d", "--runtime", "io.containerd.hull.v2", testImage, "crash", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("run -d: %s", r.stderr)
+	}
+	qemu := pidOf(t, "qemu-system", "hull-crash")
+	if err := syscall.Kill(qemu, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitTaskStopped(t, c, "crash")
+	if r := c.ctr(t, nil, "task", "rm", "crash"); r.code != 0 {
+		t.Fatalf("task rm: %s", r.stderr)
+	}
+	if r := c.ctr(t, nil, "container", "rm", "crash"); r.code != 0 {
+		t.Fatalf("container rm: %s", r.stderr)
+	}
+}
