@@ -53,6 +53,10 @@ type Hypervisor struct {
 	Initrd       string   `toml:"initrd"`
 	KernelParams string   `toml:"kernel_params"`
 	BootTimeout  Duration `toml:"boot_timeout"`
+	// EnableAnnotations lists the keys (e.g. "vcpus", "memory_mib",
+	// "kernel_params", "boot_timeout") that a pod may override with
+	// io.hull.config.hypervisor.KEY annotations. None by default.
+	EnableAnnotations []string `toml:"enable_annotations"`
 }
 
 // Storage configures how container filesystems reach the guest.

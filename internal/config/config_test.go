@@ -94,3 +94,48 @@ func TestEnvOverride(t *testing.T) {
 		t.Errorf("HULL_CONFIG not used: memory %d", c.Hypervisor.MemoryMiB)
 	}
 }
+
+func TestWithAnnotations(t *testing.T) {
+	base := Default()
+	base.fill()
+	base.Hypervisor.EnableAnnotations = []string{"vcpus", "hypervisor.kernel_params"}
+	tests := []struct {
+		name    string
+		ann     map[string]string
+		wantErr string
+		check   func(*testing.T, *Config)
+	}{
+		{name: "none", ann: map[string]string{"other": "x"}, check: func(t *testing.T, c *Config) {
+			if c != base {
+				t.Error("copy made without annotations")
+			}
+		}},
+		{name: "enabled", ann: map[string]string{AnnotationPrefix + "hypervisor.vcpus": "2", AnnotationPrefix + "hypervisor.kernel_params": "foo=1"}, check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.VCPUs != 2 || c.Hypervisor.KernelParams != "foo=1" {
+				t.Errorf("not applied: %+v", c.Hypervisor)
+			}
+			if base.Hypervisor.VCPUs != 1 {
+				t.Error("base config changed")
+			}
+		}},
+		{name: "not enabled", ann: map[string]string{AnnotationPrefix + "hypervisor.memory_mib": "128"}, wantErr: "not enabled"},
+		{name: "unknown", ann: map[string]string{AnnotationPrefix + "hypervisor.path": "/bin/evil"}, wantErr: "unknown configuration key"},
+		{name: "bad value", ann: map[string]string{AnnotationPrefix + "hypervisor.vcpus": "many"}, wantErr: "invalid value"},
+		{name: "out of range", ann: map[string]string{AnnotationPrefix + "hypervisor.vcpus": "1000"}, wantErr: "hypervisor.vcpus must be"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := base.WithAnnotations(tt.ann)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}

@@ -145,7 +145,7 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 	if _, ok := a.containers[r.ContainerId]; ok {
 		return nil, status.Errorf(codes.AlreadyExists, "container %s already exists", r.ContainerId)
 	}
-	spec, err := guestSpec(r.ContainerId, r.OciSpec)
+	spec, err := guestSpec(r.ContainerId, r.OciSpec, a.initPid)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
 	}
@@ -358,6 +358,16 @@ func (a *Agent) TtyWinResize(ctx context.Context, r *agent.TtyWinResizeRequest) 
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return empty, nil
+}
+
+// initPid is the guest pid of container id's init. Called with a.mu held.
+func (a *Agent) initPid(id string) (int, bool) {
+	c, ok := a.containers[id]
+	if !ok {
+		return 0, false
+	}
+	pid, err := c.init.lp.Pid()
+	return pid, err == nil
 }
 
 func (a *Agent) container(id string) (*container, error) {

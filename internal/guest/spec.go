@@ -14,11 +14,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// CRI annotations that make a container a member of a pod.
+const (
+	annotationContainerType = "io.kubernetes.cri.container-type"
+	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+)
+
+// podNamespaces are the namespaces a pod's containers share with its
+// sandbox container when their spec asks to join one (a path is set).
+var podNamespaces = map[specs.LinuxNamespaceType]string{
+	specs.NetworkNamespace: "net",
+	specs.IPCNamespace:     "ipc",
+	specs.UTSNamespace:     "uts",
+	specs.PIDNamespace:     "pid",
+}
+
 // guestSpec decodes the spec the host sent and adapts it to the guest: the
 // host's namespace paths, cgroup path, hooks and LSM labels mean nothing in
-// here. Seccomp is not applied inside the guest (the VM is the isolation
+// here. A pod member's namespaces that name a path join the namespaces of
+// its sandbox container in the guest instead, found by sandboxPid.
+// Seccomp is not applied inside the guest (the VM is the isolation
 // boundary, as in Kata's default disable_guest_seccomp).
-func guestSpec(id string, raw []byte) (*specs.Spec, error) {
+func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (*specs.Spec, error) {
 	var s specs.Spec
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return nil, fmt.Errorf("decoding spec: %w", err)
@@ -35,7 +52,22 @@ func guestSpec(id string, raw []byte) (*specs.Spec, error) {
 	if s.Linux == nil {
 		s.Linux = &specs.Linux{}
 	}
-	for i := range s.Linux.Namespaces {
+	sandboxInit := 0
+	if s.Annotations[annotationContainerType] == "container" {
+		if sid := s.Annotations[annotationSandboxID]; sid != "" && sid != id {
+			pid, ok := sandboxPid(sid)
+			if !ok {
+				return nil, fmt.Errorf("pod sandbox %s is not running in this guest", sid)
+			}
+			sandboxInit = pid
+		}
+	}
+	for i, ns := range s.Linux.Namespaces {
+		file, shared := podNamespaces[ns.Type]
+		if ns.Path != "" && shared && sandboxInit > 0 {
+			s.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/%s", sandboxInit, file)
+			continue
+		}
 		s.Linux.Namespaces[i].Path = ""
 	}
 	s.Linux.CgroupsPath = "/hull/" + id

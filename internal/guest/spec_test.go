@@ -19,7 +19,7 @@ func TestGuestSpec(t *testing.T) {
 		},
 	}
 	raw, _ := json.Marshal(in)
-	s, err := guestSpec("c1", raw)
+	s, err := guestSpec("c1", raw, noSandbox)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestGuestSpecRejects(t *testing.T) {
 		"no args":       `{"root":{"path":"/r"},"process":{"args":[]}}`,
 		"relative root": `{"root":{"path":"r"},"process":{"args":["sh"]}}`,
 	} {
-		if _, err := guestSpec("c1", []byte(raw)); err == nil {
+		if _, err := guestSpec("c1", []byte(raw), noSandbox); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -70,5 +70,40 @@ func TestNewProcess(t *testing.T) {
 	p.Rlimits[0].Type = "RLIMIT_BOGUS"
 	if _, err := newProcess(p); err == nil {
 		t.Error("unknown rlimit accepted")
+	}
+}
+
+func noSandbox(string) (int, bool) { return 0, false }
+
+func TestGuestSpecJoinsPodNamespaces(t *testing.T) {
+	in := specs.Spec{
+		Root:        &specs.Root{Path: "/r"},
+		Process:     &specs.Process{Args: []string{"sh"}},
+		Annotations: map[string]string{annotationContainerType: "container", annotationSandboxID: "pod1"},
+		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
+			{Type: specs.NetworkNamespace, Path: "/proc/4242/ns/net"},
+			{Type: specs.IPCNamespace, Path: "/proc/4242/ns/ipc"},
+			{Type: specs.MountNamespace},
+			{Type: specs.PIDNamespace},
+		}},
+	}
+	raw, _ := json.Marshal(in)
+	s, err := guestSpec("c2", raw, func(id string) (int, bool) { return 85, id == "pod1" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[specs.LinuxNamespaceType]string{
+		specs.NetworkNamespace: "/proc/85/ns/net",
+		specs.IPCNamespace:     "/proc/85/ns/ipc",
+		specs.MountNamespace:   "",
+		specs.PIDNamespace:     "", // no path asked: a pid namespace of its own
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Path != want[ns.Type] {
+			t.Errorf("%s namespace path %q, want %q", ns.Type, ns.Path, want[ns.Type])
+		}
+	}
+	if _, err := guestSpec("c2", raw, noSandbox); err == nil {
+		t.Error("member of a pod whose sandbox is not in the guest accepted")
 	}
 }

@@ -150,7 +150,11 @@ func (m *monitor) create(ctx context.Context) error {
 	if o.IO.Terminal && o.IO.ConsoleSocket == "" && o.IO.Stdin == nil {
 		return stdio.ErrConsoleSocketNeeded
 	}
-	sb, err := sandbox.Create(ctx, o.Config, o.ID, o.Root.SandboxDir(o.ID))
+	cfg, err := o.Config.WithAnnotations(o.Bundle.Spec.Annotations)
+	if err != nil {
+		return err
+	}
+	sb, err := sandbox.Create(ctx, cfg, o.ID, o.Root.SandboxDir(o.ID))
 	if err != nil {
 		return err
 	}

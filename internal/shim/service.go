@@ -125,9 +125,9 @@ func topicOf(e any) string {
 
 func (s *service) send(e any) { s.events <- e }
 
-// vm returns the pod's VM, booting it for the pod's first container.
-// Called with s.mu held.
-func (s *service) vm(ctx context.Context, sandboxID string) (*sandbox.Sandbox, error) {
+// vm returns the pod's VM, booting it for the pod's first container, whose
+// io.hull.config.* annotations may size it. Called with s.mu held.
+func (s *service) vm(ctx context.Context, sandboxID string, annotations map[string]string) (*sandbox.Sandbox, error) {
 	if s.sb != nil {
 		if sandboxID != s.sandboxID {
 			return nil, fmt.Errorf("container of pod %s sent to the shim of pod %s: %w", sandboxID, s.sandboxID, errdefs.ErrInvalidArgument)
@@ -139,11 +139,15 @@ func (s *service) vm(ctx context.Context, sandboxID string) (*sandbox.Sandbox, e
 		}
 		return s.sb, nil
 	}
+	cfg, err := s.cfg.WithAnnotations(annotations)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
 	dir := vmDir(s.cfg, s.ns, sandboxID)
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return nil, err
 	}
-	sb, err := sandbox.Create(ctx, s.cfg, sandboxID, dir)
+	sb, err := sandbox.Create(ctx, cfg, sandboxID, dir)
 	if err != nil {
 		return nil, err
 	}
