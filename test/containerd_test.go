@@ -211,3 +211,39 @@ func TestContainerdVMMCrash(t *testing.T) {
 		t.Fatalf("container rm: %s", r.stderr)
 	}
 }
+
+// The OOM killer in the guest reaches containerd as a TaskOOM event.
+func TestContainerdOOMEvent(t *testing.T) {
+	e := requireEnv(t)
+	c := startContainerd(t, e)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := exec.CommandContext(ctx, "ctr", "--address", c.sock, "events")
+	out, err := os.Create(filepath.Join(t.TempDir(), "events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	events.Stdout = out
+	if err := events.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer events.Wait()
+	time.Sleep(200 * time.Millisecond) // subscribed before the task starts
+	r := c.ctr(t, nil, "run", "--rm", "--memory-limit", "33554432", "--runtime", "io.containerd.hull.v2", testImage, "oom",
+		"sh", "-c", "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done")
+	if r.code != 137 {
+		t.Errorf("OOM-killed task exited %d, want 137 (%s)", r.code, r.stderr)
+	}
+	seen := ""
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(seen, "/tasks/delete") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		seen = readFile(t, out.Name())
+	}
+	cancel()
+	for _, topic := range []string{"/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit", "/tasks/delete"} {
+		if !strings.Contains(seen, topic) {
+			t.Errorf("no %s event in:\n%s", topic, seen)
+		}
+	}
+}

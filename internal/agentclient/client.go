@@ -265,3 +265,13 @@ func (c *Client) CloseStdin(ctx context.Context, cid, eid string) error {
 	_, err := c.ctl.CloseStdin(ctx, &agent.CloseStdinRequest{ContainerId: cid, ExecId: eid})
 	return fromRPC(err)
 }
+
+// WaitOOM blocks until the OOM killer hits a container of the sandbox and
+// returns the container's id.
+func (c *Client) WaitOOM(ctx context.Context) (string, error) {
+	r, err := c.io.GetOOMEvent(ctx, &agent.GetOOMEventRequest{})
+	if err != nil {
+		return "", fromRPC(err)
+	}
+	return r.ContainerId, nil
+}

@@ -39,6 +39,8 @@ type Agent struct {
 	sandboxID  string
 	mounts     []string // storages mounted for the sandbox, in mount order
 	containers map[string]*container
+	// oom carries the ids of containers the OOM killer hit, for GetOOMEvent.
+	oom chan string
 }
 
 type container struct {
@@ -52,7 +54,7 @@ var _ agent.AgentService = (*Agent)(nil)
 
 // NewAgent returns an agent with no sandbox.
 func NewAgent() *Agent {
-	return &Agent{containers: map[string]*container{}}
+	return &Agent{containers: map[string]*container{}, oom: make(chan string, 64)}
 }
 
 func (a *Agent) Check(context.Context, *agent.CheckRequest) (*agent.CheckResponse, error) {
@@ -166,6 +168,7 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 		return nil, err
 	}
 	a.containers[r.ContainerId] = &container{c: lc, spec: spec, init: p, execs: map[string]*process{}}
+	a.watchOOM(r.ContainerId, lc)
 	return empty, nil
 }
 
@@ -395,4 +398,31 @@ func (a *Agent) process(cid, eid string) (*process, error) {
 		return nil, status.Errorf(codes.NotFound, "exec %s not found in container %s", eid, cid)
 	}
 	return p, nil
+}
+
+// watchOOM forwards the OOM kills in container id's cgroup to GetOOMEvent.
+// The watch ends when the cgroup goes away.
+func (a *Agent) watchOOM(id string, lc *libcontainer.Container) {
+	ch, err := lc.NotifyOOM()
+	if err != nil {
+		logrus.WithError(err).Warnf("watching %s for OOM kills", id)
+		return
+	}
+	go func() {
+		for range ch {
+			select {
+			case a.oom <- id:
+			default: // nobody listening and the queue is full: drop
+			}
+		}
+	}()
+}
+
+func (a *Agent) GetOOMEvent(ctx context.Context, r *agent.GetOOMEventRequest) (*agent.OOMEvent, error) {
+	select {
+	case id := <-a.oom:
+		return &agent.OOMEvent{ContainerId: id}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

@@ -189,4 +189,3 @@ func cleanupVM(dir string) error {
 	removeEmptyParents(dir)
 	return nil
 }
-

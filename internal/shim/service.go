@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 
+	"github.com/hullrt/hull/internal/agentclient"
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/sandbox"
 )
@@ -153,7 +154,25 @@ func (s *service) vm(ctx context.Context, sandboxID string, annotations map[stri
 	}
 	s.sb, s.sandboxID = sb, sandboxID
 	go s.watchVM(sb)
+	go s.watchOOM(sb)
 	return sb, nil
+}
+
+// watchOOM publishes a TaskOOM event for every OOM kill in the pod.
+func (s *service) watchOOM(sb *sandbox.Sandbox) {
+	agent := sb.Agent
+	for {
+		id, err := agent.WaitOOM(context.Background())
+		if err != nil {
+			return // the VM is going away
+		}
+		s.mu.Lock()
+		_, known := s.containers[id]
+		s.mu.Unlock()
+		if known {
+			s.send(&eventstypes.TaskOOM{ContainerID: id})
+		}
+	}
 }
 
 // watchVM reports every process of the pod exited when the VM dies.
@@ -190,6 +209,16 @@ func removeEmptyParents(dir string) {
 			return
 		}
 	}
+}
+
+// agent is the client of the pod's guest agent.
+func (s *service) agent() (*agentclient.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sb == nil {
+		return nil, fmt.Errorf("the pod's vm is gone: %w", errdefs.ErrFailedPrecondition)
+	}
+	return s.sb.Agent, nil
 }
 
 func (s *service) task(id string) (*task, error) {

@@ -101,7 +101,10 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	if started {
 		return nil, fmt.Errorf("process %s/%s already started: %w", r.ID, r.ExecID, errdefs.ErrFailedPrecondition)
 	}
-	agent := s.sb.Agent
+	agent, err := s.agent()
+	if err != nil {
+		return nil, err
+	}
 	if r.ExecID == "" {
 		if err := agent.StartContainer(ctx, r.ID); err != nil {
 			return nil, err
@@ -203,7 +206,11 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (_ *emptypb.
 	if r.Signal == 0 || r.Signal > 64 {
 		return nil, fmt.Errorf("signal %d: %w", r.Signal, errdefs.ErrInvalidArgument)
 	}
-	return empty, s.sb.Agent.Signal(ctx, r.ID, r.ExecID, r.Signal, r.All)
+	agent, err := s.agent()
+	if err != nil {
+		return nil, err
+	}
+	return empty, agent.Signal(ctx, r.ID, r.ExecID, r.Signal, r.All)
 }
 
 func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *emptypb.Empty, retErr error) {
@@ -243,7 +250,11 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (_
 	if r.Width > 0xffff || r.Height > 0xffff {
 		return nil, fmt.Errorf("window size: %w", errdefs.ErrInvalidArgument)
 	}
-	return empty, s.sb.Agent.ResizeTTY(ctx, r.ID, r.ExecID, uint16(r.Height), uint16(r.Width))
+	agent, err := s.agent()
+	if err != nil {
+		return nil, err
+	}
+	return empty, agent.ResizeTTY(ctx, r.ID, r.ExecID, uint16(r.Height), uint16(r.Width))
 }
 
 func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *emptypb.Empty, retErr error) {
@@ -254,7 +265,11 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *em
 	}
 	if r.Stdin {
 		p.closeIO()
-		if err := s.sb.Agent.CloseStdin(ctx, r.ID, r.ExecID); err != nil {
+		agent, err := s.agent()
+		if err != nil {
+			return nil, err
+		}
+		if err := agent.CloseStdin(ctx, r.ID, r.ExecID); err != nil {
 			return nil, err
 		}
 	}
@@ -266,7 +281,11 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (_ *taskAPI.
 	if _, err := s.task(r.ID); err != nil {
 		return nil, err
 	}
-	procs, err := s.sb.Agent.ListProcesses(ctx, r.ID)
+	agent, err := s.agent()
+	if err != nil {
+		return nil, err
+	}
+	procs, err := agent.ListProcesses(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -283,7 +302,11 @@ func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *emptyp
 	if err != nil {
 		return nil, err
 	}
-	if err := s.sb.Agent.Pause(ctx, r.ID); err != nil {
+	agent, err := s.agent()
+	if err != nil {
+		return nil, err
+	}
+	if err := agent.Pause(ctx, r.ID); err != nil {
 		return nil, err
 	}
 	t.mu.Lock()
@@ -299,7 +322,11 @@ func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (_ *empt
 	if err != nil {
 		return nil, err
 	}
-	if err := s.sb.Agent.Resume(ctx, r.ID); err != nil {
+	agent, err := s.agent()
+	if err != nil {
+		return nil, err
+	}
+	if err := agent.Resume(ctx, r.ID); err != nil {
 		return nil, err
 	}
 	t.mu.Lock()
@@ -329,7 +356,11 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
-	return empty, s.sb.Agent.Update(ctx, r.ID, raw)
+	agent, err := s.agent()
+	if err != nil {
+		return nil, err
+	}
+	return empty, agent.Update(ctx, r.ID, raw)
 }
 
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (_ *taskAPI.WaitResponse, retErr error) {
@@ -354,7 +385,11 @@ func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (_ *taskAP
 	if _, err := s.task(r.ID); err != nil {
 		return nil, err
 	}
-	st, err := s.sb.Agent.Stats(ctx, r.ID)
+	agent, err := s.agent()
+	if err != nil {
+		return nil, err
+	}
+	st, err := agent.Stats(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}

@@ -1793,6 +1793,86 @@ func (x *StatsContainerResponse) GetPids() *PidsStats {
 	return nil
 }
 
+type GetOOMEventRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOOMEventRequest) Reset() {
+	*x = GetOOMEventRequest{}
+	mi := &file_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOOMEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOOMEventRequest) ProtoMessage() {}
+
+func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
+func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{31}
+}
+
+type OOMEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OOMEvent) Reset() {
+	*x = OOMEvent{}
+	mi := &file_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OOMEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OOMEvent) ProtoMessage() {}
+
+func (x *OOMEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
+func (*OOMEvent) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *OOMEvent) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1914,7 +1994,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x16StatsContainerResponse\x12)\n" +
 	"\x03cpu\x18\x01 \x01(\v2\x17.hull.agent.v1.CPUStatsR\x03cpu\x122\n" +
 	"\x06memory\x18\x02 \x01(\v2\x1a.hull.agent.v1.MemoryStatsR\x06memory\x12,\n" +
-	"\x04pids\x18\x03 \x01(\v2\x18.hull.agent.v1.PidsStatsR\x04pids2\xd3\f\n" +
+	"\x04pids\x18\x03 \x01(\v2\x18.hull.agent.v1.PidsStatsR\x04pids\"\x14\n" +
+	"\x12GetOOMEventRequest\"-\n" +
+	"\bOOMEvent\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId2\x9e\r\n" +
 	"\x05Agent\x12B\n" +
 	"\x05Check\x12\x1b.hull.agent.v1.CheckRequest\x1a\x1c.hull.agent.v1.CheckResponse\x12H\n" +
 	"\aVersion\x12\x1d.hull.agent.v1.VersionRequest\x1a\x1e.hull.agent.v1.VersionResponse\x12L\n" +
@@ -1939,7 +2022,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x0ePauseContainer\x12$.hull.agent.v1.PauseContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n" +
 	"\x0fResumeContainer\x12%.hull.agent.v1.ResumeContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n" +
 	"\x0fUpdateContainer\x12%.hull.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12]\n" +
-	"\x0eStatsContainer\x12$.hull.agent.v1.StatsContainerRequest\x1a%.hull.agent.v1.StatsContainerResponseB+Z)github.com/hullrt/hull/api/agent/v1;agentb\x06proto3"
+	"\x0eStatsContainer\x12$.hull.agent.v1.StatsContainerRequest\x1a%.hull.agent.v1.StatsContainerResponse\x12I\n" +
+	"\vGetOOMEvent\x12!.hull.agent.v1.GetOOMEventRequest\x1a\x17.hull.agent.v1.OOMEventB+Z)github.com/hullrt/hull/api/agent/v1;agentb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1954,7 +2038,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_agent_proto_goTypes = []any{
 	(CheckResponse_Status)(0),      // 0: hull.agent.v1.CheckResponse.Status
 	(*CheckRequest)(nil),           // 1: hull.agent.v1.CheckRequest
@@ -1988,16 +2072,18 @@ var file_agent_proto_goTypes = []any{
 	(*MemoryStats)(nil),            // 29: hull.agent.v1.MemoryStats
 	(*PidsStats)(nil),              // 30: hull.agent.v1.PidsStats
 	(*StatsContainerResponse)(nil), // 31: hull.agent.v1.StatsContainerResponse
-	nil,                            // 32: hull.agent.v1.MemoryStats.RawEntry
-	(*timestamppb.Timestamp)(nil),  // 33: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),          // 34: google.protobuf.Empty
+	(*GetOOMEventRequest)(nil),     // 32: hull.agent.v1.GetOOMEventRequest
+	(*OOMEvent)(nil),               // 33: hull.agent.v1.OOMEvent
+	nil,                            // 34: hull.agent.v1.MemoryStats.RawEntry
+	(*timestamppb.Timestamp)(nil),  // 35: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),          // 36: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hull.agent.v1.CheckResponse.status:type_name -> hull.agent.v1.CheckResponse.Status
 	5,  // 1: hull.agent.v1.CreateSandboxRequest.storages:type_name -> hull.agent.v1.Storage
-	33, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	35, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
 	22, // 3: hull.agent.v1.ListProcessesResponse.processes:type_name -> hull.agent.v1.ProcessInfo
-	32, // 4: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
+	34, // 4: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
 	28, // 5: hull.agent.v1.StatsContainerResponse.cpu:type_name -> hull.agent.v1.CPUStats
 	29, // 6: hull.agent.v1.StatsContainerResponse.memory:type_name -> hull.agent.v1.MemoryStats
 	30, // 7: hull.agent.v1.StatsContainerResponse.pids:type_name -> hull.agent.v1.PidsStats
@@ -2021,28 +2107,30 @@ var file_agent_proto_depIdxs = []int32{
 	25, // 25: hull.agent.v1.Agent.ResumeContainer:input_type -> hull.agent.v1.ResumeContainerRequest
 	26, // 26: hull.agent.v1.Agent.UpdateContainer:input_type -> hull.agent.v1.UpdateContainerRequest
 	27, // 27: hull.agent.v1.Agent.StatsContainer:input_type -> hull.agent.v1.StatsContainerRequest
-	2,  // 28: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
-	4,  // 29: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
-	34, // 30: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
-	34, // 31: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	34, // 32: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
-	34, // 33: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
-	34, // 34: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
-	34, // 35: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
-	34, // 36: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
-	14, // 37: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
-	16, // 38: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
-	34, // 39: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
-	19, // 40: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
-	19, // 41: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
-	34, // 42: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
-	23, // 43: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
-	34, // 44: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
-	34, // 45: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
-	34, // 46: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
-	31, // 47: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
-	28, // [28:48] is the sub-list for method output_type
-	8,  // [8:28] is the sub-list for method input_type
+	32, // 28: hull.agent.v1.Agent.GetOOMEvent:input_type -> hull.agent.v1.GetOOMEventRequest
+	2,  // 29: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
+	4,  // 30: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
+	36, // 31: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
+	36, // 32: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	36, // 33: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
+	36, // 34: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
+	36, // 35: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
+	36, // 36: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
+	36, // 37: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
+	14, // 38: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
+	16, // 39: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
+	36, // 40: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
+	19, // 41: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
+	19, // 42: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
+	36, // 43: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
+	23, // 44: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
+	36, // 45: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
+	36, // 46: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
+	36, // 47: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
+	31, // 48: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
+	33, // 49: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
+	29, // [29:50] is the sub-list for method output_type
+	8,  // [8:29] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -2059,7 +2147,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ type AgentService interface {
 	ResumeContainer(context.Context, *ResumeContainerRequest) (*emptypb.Empty, error)
 	UpdateContainer(context.Context, *UpdateContainerRequest) (*emptypb.Empty, error)
 	StatsContainer(context.Context, *StatsContainerRequest) (*StatsContainerResponse, error)
+	GetOOMEvent(context.Context, *GetOOMEventRequest) (*OOMEvent, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -173,6 +174,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.StatsContainer(ctx, &req)
+			},
+			"GetOOMEvent": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req GetOOMEventRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.GetOOMEvent(ctx, &req)
 			},
 		},
 	})
@@ -343,6 +351,14 @@ func (c *agentClient) UpdateContainer(ctx context.Context, req *UpdateContainerR
 func (c *agentClient) StatsContainer(ctx context.Context, req *StatsContainerRequest) (*StatsContainerResponse, error) {
 	var resp StatsContainerResponse
 	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "StatsContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) GetOOMEvent(ctx context.Context, req *GetOOMEventRequest) (*OOMEvent, error) {
+	var resp OOMEvent
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "GetOOMEvent", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
