@@ -16,8 +16,6 @@ type env struct {
 	imageDir string // the guest image
 }
 
-var testEnv env
-
 // requireEnv returns the test environment or skips the test, naming what
 // the host lacks.
 func requireEnv(t *testing.T) env {

@@ -142,7 +142,6 @@ type monitor struct {
 	sb      *sandbox.Sandbox
 	relay   *stdio.Relay
 	proxy   net.Listener
-	removed bool
 }
 
 func (m *monitor) create(ctx context.Context) error {
@@ -176,9 +175,14 @@ func (m *monitor) create(ctx context.Context) error {
 	state := m.ociState(container.Created)
 	hooks := o.Bundle.Spec.Hooks
 	if hooks != nil {
-		//nolint:staticcheck // Prestart is deprecated but still honoured, as runc does.
-		for kind, list := range map[string][]specs.Hook{"prestart": hooks.Prestart, "createRuntime": hooks.CreateRuntime, "createContainer": hooks.CreateContainer} {
-			if err := oci.RunHooks(kind, list, state); err != nil {
+		//lint:ignore SA1019 prestart is deprecated, but runc still runs it, and so do we.
+		prestart := hooks.Prestart
+		// In the spec's order: prestart and createRuntime, then createContainer.
+		for _, k := range []struct {
+			kind  string
+			hooks []specs.Hook
+		}{{"prestart", prestart}, {"createRuntime", hooks.CreateRuntime}, {"createContainer", hooks.CreateContainer}} {
+			if err := oci.RunHooks(k.kind, k.hooks, state); err != nil {
 				return err
 			}
 		}
