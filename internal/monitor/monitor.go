@@ -138,10 +138,10 @@ func RunContainer(o ContainerOptions) (int, error) {
 
 // monitor is the state of one RunContainer.
 type monitor struct {
-	o       ContainerOptions
-	sb      *sandbox.Sandbox
-	relay   *stdio.Relay
-	proxy   net.Listener
+	o     ContainerOptions
+	sb    *sandbox.Sandbox
+	relay *stdio.Relay
+	proxy net.Listener
 }
 
 func (m *monitor) create(ctx context.Context) error {
