@@ -44,9 +44,12 @@ demo: deps image ## run a busybox container in a VM and show that it is one
 proto: ## regenerate api/agent/v1 from agent.proto
 	cd api/agent/v1 && $(GO) generate ./
 
-lint:
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+lint: ## gofmt, go vet and staticcheck
 	gofmt -l . | (! grep .)
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 clean:
 	rm -rf $(BIN)
