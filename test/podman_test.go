@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hullrt/hull/internal/busybox"
 )
 
@@ -34,7 +36,6 @@ type podman struct {
 type podmanRuntime struct {
 	p       *podman
 	h       *hullCmd
-	dir     string // everything of this subtest: config, state, wrapper
 	wrapper string
 }
 
@@ -78,8 +79,10 @@ func newPodman(t *testing.T, bin string) *podman {
 		t.Fatalf("tar of the image rootfs: %v", err)
 	}
 	t.Cleanup(func() {
-		for _, l := range mountsUnder(t, p.store) {
-			t.Errorf("leftover podman mount %s", l)
+		for _, m := range mountsUnder(t, p.store) {
+			t.Errorf("leftover podman mount %s", m)
+			// Detached, so that the temporary directory can go.
+			_ = unix.Unmount(m, unix.MNT_DETACH)
 		}
 	})
 	return p
@@ -105,8 +108,8 @@ func (p *podman) command(ctx context.Context, runtime string, args ...string) *e
 func (p *podman) runtime(t *testing.T, e env) *podmanRuntime {
 	t.Helper()
 	h := newHull(t, e, "")
-	dir := filepath.Dir(h.config)
-	r := &podmanRuntime{p: p, h: h, dir: dir, wrapper: filepath.Join(dir, "hull")}
+	dir := filepath.Dir(h.config) // the config, the state root, the wrapper
+	r := &podmanRuntime{p: p, h: h, wrapper: filepath.Join(dir, "hull")}
 	script := fmt.Sprintf("#!/bin/sh\nexec %q --config %q \"$@\"\n", e.hull, h.config)
 	if err := os.WriteFile(r.wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)

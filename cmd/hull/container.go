@@ -79,10 +79,13 @@ func globalArgs(c *cli.Context, cfg *config.Config) []string {
 	return args
 }
 
-// spawnMonitor starts a detached monitor (`hull _monitor ...`) that
-// inherits our stdio, and waits until it reports the container created.
-// It returns the monitor's pid; the monitor outlives us.
-func spawnMonitor(c *cli.Context, cfg *config.Config, args []string) (int, error) {
+// spawnMonitor starts a detached monitor (`hull _monitor ...`) and waits
+// until it reports the container created. It returns the monitor's pid;
+// the monitor outlives us. It inherits our stdio, which is the process's,
+// unless the process has a terminal: then the pty sent to the console
+// socket is, and a caller that reads our output to its end (containerd's
+// runc shim) must not wait for the monitor's exit.
+func spawnMonitor(c *cli.Context, cfg *config.Config, args []string, terminal bool) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -93,7 +96,9 @@ func spawnMonitor(c *cli.Context, cfg *config.Config, args []string) (int, error
 	}
 	defer r.Close()
 	cmd := exec.Command(self, append(globalArgs(c, cfg), args...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if !terminal {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
 	cmd.ExtraFiles = []*os.File{w}
 	// Its own session: signals to our process group (a ^C on the terminal
 	// that ran `hull create`) are not the container's.

@@ -49,7 +49,7 @@ func createOrRun(c *cli.Context, start bool) error {
 	if start {
 		args = append(args, "--start")
 	}
-	pid, err := spawnMonitor(c, cfg, append(args, id))
+	pid, err := spawnMonitor(c, cfg, append(args, id), b.Spec.Process.Terminal)
 	if err != nil {
 		return err
 	}

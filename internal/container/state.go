@@ -5,6 +5,8 @@
 package container
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,15 +62,33 @@ type State struct {
 type Root string
 
 // Dir is the state directory of container id.
-func (r Root) Dir(id string) string { return filepath.Join(string(r), id) }
+func (r Root) Dir(id string) string { return filepath.Join(string(r), DirName(id)) }
 
 // SandboxDir is where the container's VM keeps its sockets and logs.
-func (r Root) SandboxDir(id string) string { return filepath.Join(string(r), id, "vm") }
+func (r Root) SandboxDir(id string) string { return filepath.Join(r.Dir(id), "vm") }
 
 // Socket is the monitor's socket: each connection is a stream to the agent.
-func (r Root) Socket(id string) string { return filepath.Join(string(r), id, "monitor.sock") }
+func (r Root) Socket(id string) string { return filepath.Join(r.Dir(id), "monitor.sock") }
 
-func (r Root) stateFile(id string) string { return filepath.Join(string(r), id, "state.json") }
+func (r Root) stateFile(id string) string { return filepath.Join(r.Dir(id), stateFile) }
+
+const stateFile = "state.json"
+
+// maxDirName is the longest id a state directory is named after as it is.
+const maxDirName = 32
+
+// DirName names container id's state directory. Longer ids (podman's,
+// docker's and containerd's are 64 hex digits) are shortened to a prefix
+// and a digest, so that the unix sockets below it, the monitor's and the
+// VM's, stay within the 107 bytes of a socket path. '~' is not allowed in
+// ids: a shortened name is never another container's.
+func DirName(id string) string {
+	if len(id) <= maxDirName {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return id[:12] + "~" + hex.EncodeToString(sum[:8])
+}
 
 // Handle is a locked container record. Close releases the lock.
 type Handle struct {
@@ -151,21 +171,30 @@ func (r Root) lock(id string) (*Handle, error) {
 }
 
 func (h *Handle) load() error {
-	b, err := os.ReadFile(h.root.stateFile(h.ID))
-	if errors.Is(err, os.ErrNotExist) {
-		return ErrNotExist
-	} else if err != nil {
+	st, err := h.root.read(DirName(h.ID))
+	if err != nil {
 		return err
-	}
-	var st State
-	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("reading state of %s: %w", h.ID, err)
 	}
 	if st.ID != h.ID {
 		return fmt.Errorf("state of %s names container %q", h.ID, st.ID)
 	}
-	h.State = st
+	h.State = *st
 	return nil
+}
+
+// read reads the record in the state directory name.
+func (r Root) read(name string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(string(r), name, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotExist
+	} else if err != nil {
+		return nil, err
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("reading state in %s: %w", name, err)
+	}
+	return &st, nil
 }
 
 // Save writes the record atomically.
@@ -257,9 +286,9 @@ func (r Root) List() ([]State, error) {
 		if !e.IsDir() {
 			continue
 		}
-		st, err := r.Load(e.Name())
-		if err != nil {
-			continue // being created or deleted
+		st, err := r.read(e.Name())
+		if err != nil || DirName(st.ID) != e.Name() {
+			continue // being created or deleted, or not a record
 		}
 		st.Refresh()
 		out = append(out, *st)

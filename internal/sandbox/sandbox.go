@@ -315,8 +315,9 @@ func (s *Sandbox) createSandbox(ctx context.Context) error {
 	return nil
 }
 
-// CreateContainer shares the bundle's rootfs with the guest and creates the
-// container there; its process waits for StartContainer.
+// CreateContainer shares the bundle's rootfs and the sources of its bind
+// mounts with the guest and creates the container there; its process waits
+// for StartContainer.
 func (s *Sandbox) CreateContainer(ctx context.Context, cid string, b *oci.Bundle) error {
 	guestRoot, err := s.share.BindRootfs(cid, b.Rootfs)
 	if err != nil {
@@ -326,6 +327,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cid string, b *oci.Bundle
 	root := *spec.Root
 	root.Path = guestRoot
 	spec.Root = &root
+	if spec.Mounts, err = s.share.BindMounts(cid, b.Dir, spec.Mounts); err != nil {
+		return err
+	}
 	if spec.Hostname == "" {
 		spec.Hostname = cid
 	}

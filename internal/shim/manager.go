@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hullrt/hull/internal/config"
+	"github.com/hullrt/hull/internal/container"
 	"github.com/hullrt/hull/internal/hypervisor"
 	"github.com/hullrt/hull/internal/storage"
 )
@@ -67,7 +68,7 @@ func readBundleSpec(bundle string) (*specs.Spec, error) {
 
 // vmDir is where the VM of a pod keeps its sockets, logs and shared dir.
 func vmDir(cfg *config.Config, ns, sandboxID string) string {
-	return filepath.Join(cfg.Runtime.Root, "pods", ns, sandboxID)
+	return filepath.Join(cfg.Runtime.Root, "pods", ns, container.DirName(sandboxID))
 }
 
 // Start starts a shim for container id, or returns the address of the

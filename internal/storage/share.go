@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,19 +46,73 @@ func (s *Share) BindRootfs(cid, rootfs string) (string, error) {
 	if !fi.IsDir() {
 		return "", fmt.Errorf("rootfs %s is not a directory", rootfs)
 	}
-	target := filepath.Join(s.Dir, cid, "rootfs")
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return "", err
-	}
-	if err := unix.Mount(rootfs, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return "", fmt.Errorf("bind mounting rootfs %s: %w", rootfs, err)
-	}
-	// Private: mounts the container makes must not travel back to the host.
-	if err := unix.Mount("", target, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
-		_ = unix.Unmount(target, unix.MNT_DETACH)
-		return "", fmt.Errorf("making rootfs mount private: %w", err)
+	if err := s.bind(rootfs, filepath.Join(s.Dir, cid, "rootfs")); err != nil {
+		return "", fmt.Errorf("sharing rootfs: %w", err)
 	}
 	return filepath.Join(GuestSharedDir, cid, "rootfs"), nil
+}
+
+// BindMounts makes the host sources of the bind mounts among mounts
+// visible in the share, as <cid>/mounts/<index>-<name>, and returns mounts
+// with those sources replaced by the paths the guest sees. Relative sources
+// are relative to bundleDir, as the runtime spec says. Other mounts (proc,
+// tmpfs...) are made by the guest and pass unchanged. Remove undoes the
+// bind mounts with the rest of the share.
+func (s *Share) BindMounts(cid, bundleDir string, mounts []specs.Mount) ([]specs.Mount, error) {
+	out := append([]specs.Mount(nil), mounts...)
+	for i, m := range out {
+		if !isBind(m) {
+			continue
+		}
+		src := m.Source
+		if !filepath.IsAbs(src) {
+			src = filepath.Join(bundleDir, src)
+		}
+		name := filepath.Join(cid, "mounts", strconv.Itoa(i)+"-"+filepath.Base(src))
+		if err := s.bind(src, filepath.Join(s.Dir, name)); err != nil {
+			return nil, fmt.Errorf("sharing bind mount source for %s: %w", m.Destination, err)
+		}
+		out[i].Source = filepath.Join(GuestSharedDir, name)
+	}
+	return out, nil
+}
+
+// bind mounts src, a file or a directory, on target, which it creates.
+func (s *Share) bind(src, target string) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		err = os.Mkdir(target, 0o755)
+	} else {
+		err = os.WriteFile(target, nil, 0o644)
+	}
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount(src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind mounting %s: %w", src, err)
+	}
+	// Private, as the rootfs: nothing mounted beneath travels back.
+	return unix.Mount("", target, "", unix.MS_PRIVATE|unix.MS_REC, "")
+}
+
+// isBind reports whether m binds a host path rather than making a new
+// filesystem.
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
 }
 
 // Remove unmounts everything below the share, found in the mount table

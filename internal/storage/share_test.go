@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func TestParseMountsUnder(t *testing.T) {
@@ -39,6 +41,24 @@ func TestUnescapeMountPath(t *testing.T) {
 	} {
 		if got := unescapeMountPath(in); got != want {
 			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestIsBind(t *testing.T) {
+	tests := []struct {
+		m    specs.Mount
+		want bool
+	}{
+		{specs.Mount{Destination: "/etc/hosts", Type: "bind", Source: "/h", Options: []string{"rprivate"}}, true},
+		{specs.Mount{Destination: "/data", Source: "/d", Options: []string{"rbind", "ro"}}, true},
+		{specs.Mount{Destination: "/data", Type: "none", Source: "/d", Options: []string{"bind"}}, true},
+		{specs.Mount{Destination: "/proc", Type: "proc", Source: "proc"}, false},
+		{specs.Mount{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid"}}, false},
+	}
+	for _, tt := range tests {
+		if got := isBind(tt.m); got != tt.want {
+			t.Errorf("isBind(%+v) = %v, want %v", tt.m, got, tt.want)
 		}
 	}
 }
