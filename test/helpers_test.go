@@ -101,7 +101,7 @@ func assertNoLeftovers(t *testing.T, root string) {
 		if err != nil {
 			continue
 		}
-		if bytes.Contains(b, []byte(root+"/")) {
+		if bytes.Contains(b, []byte(root+"/")) || bytes.Contains(b, []byte(root+"\x00")) {
 			t.Errorf("leftover process %s: %s", filepath.Dir(p), bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 		}
 	}
