@@ -8,7 +8,7 @@ AGENT_LDFLAGS := -s -w -extldflags "-static" -X github.com/hullrt/hull/internal/
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build hull agent shim image test unit integration demo proto lint clean help
+.PHONY: all deps build hull agent shim crictl image test unit integration demo proto lint clean help
 
 all: build
 
@@ -27,13 +27,17 @@ shim:
 agent:
 	CGO_ENABLED=1 $(GO) build -tags 'netgo osusergo' -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/hull-agent ./cmd/hull-agent
 
+# crictl drives the CRI tests; no package or prebuilt binary is at hand.
+crictl: ## build crictl from source into $(BIN) (skipped when there)
+	BIN=$(abspath $(BIN)) scripts/build-crictl.sh
+
 image: build ## build the guest image (kernel + initrd) into $(IMAGE_DIR)
 	$(BIN)/hull image build --output $(IMAGE_DIR)
 
 unit: ## unit tests (no root, no VMs)
 	$(GO) test ./...
 
-integration: deps image ## integration tests: real QEMU VMs (root)
+integration: deps image crictl ## integration tests: real QEMU VMs (root)
 	HULL_TEST_BIN=$(abspath $(BIN)) HULL_TEST_IMAGE_DIR=$(IMAGE_DIR) $(GO) test -count=1 -v -timeout 30m ./test/...
 
 test: unit integration ## everything CI runs

@@ -19,14 +19,38 @@ const testImage = "docker.io/library/hull-busybox:latest"
 
 // containerd is a private containerd daemon whose PATH finds hull's shim.
 type containerd struct {
-	dir  string
-	sock string
-	e    env
+	dir      string
+	sock     string
+	hullRoot string // hull's state root, in the config the shim reads
+	pid      int    // the daemon's
+	e        env
 }
 
-// startContainerd starts containerd with its own config, root, state and
-// socket under a temp dir, and imports the busybox test image.
+// daemonOpts are what a test changes in its private containerd.
+type daemonOpts struct {
+	// config is TOML appended to containerd's config; without a
+	// [plugins."io.containerd.grpc.v1.cri"] table the CRI plugin is off.
+	config string
+	// hullConfig is TOML appended to the config the shim reads.
+	hullConfig string
+	// netns runs containerd in a network namespace of its own with lo up,
+	// so that CNI changes nothing on the host.
+	netns bool
+}
+
+// startContainerd starts containerd without the CRI plugin and imports
+// the busybox test image.
 func startContainerd(t *testing.T, e env) *containerd {
+	t.Helper()
+	c := launchContainerd(t, e, daemonOpts{})
+	c.importImage(t, "default", testImage, []string{"sh"})
+	return c
+}
+
+// launchContainerd starts containerd with its own config, root, state and
+// socket under a temp dir. Its cleanup stops containerd and checks that
+// hull left nothing behind.
+func launchContainerd(t *testing.T, e env, o daemonOpts) *containerd {
 	t.Helper()
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
@@ -37,21 +61,25 @@ func startContainerd(t *testing.T, e env) *containerd {
 		t.Fatalf("shim not built: %v", err)
 	}
 	dir := t.TempDir()
-	c := &containerd{dir: dir, sock: filepath.Join(dir, "containerd.sock"), e: e}
-	hullRoot := filepath.Join(dir, "hull")
+	c := &containerd{dir: dir, sock: filepath.Join(dir, "containerd.sock"), hullRoot: filepath.Join(dir, "hull"), e: e}
 	hullCfg := filepath.Join(dir, "hull.toml")
-	if err := os.WriteFile(hullCfg, []byte(fmt.Sprintf("[runtime]\nroot = %q\n[image]\ndir = %q\n", hullRoot, e.imageDir)), 0o644); err != nil {
+	body := fmt.Sprintf("[runtime]\nroot = %q\n[image]\ndir = %q\n%s", c.hullRoot, e.imageDir, o.hullConfig)
+	if err := os.WriteFile(hullCfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	extra := o.config
+	if !strings.Contains(extra, `[plugins."io.containerd.grpc.v1.cri"]`) {
+		extra = "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n" + extra
 	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+%s
 [grpc]
   address = %q
 [ttrpc]
   address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc")
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), extra, c.sock, c.sock+".ttrpc")
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -59,19 +87,29 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--config", filepath.Join(dir, "config.toml"))
+	args := []string{bin, "--config", filepath.Join(dir, "config.toml")}
+	if o.netns {
+		// sh execs containerd: the child's pid stays containerd's.
+		args = append([]string{"unshare", "--net", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(shim)+":"+os.Getenv("PATH"), "HULL_CONFIG="+hullCfg)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	c.pid = cmd.Process.Pid
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 		log.Close()
-		// containerd's own mounts (snapshots) go with it.
+		// containerd's own mounts (snapshots, CRI's shm and netns) go with it.
 		_ = exec.Command("umount", "-R", filepath.Join(dir, "root")).Run()
-		assertNoLeftovers(t, hullRoot)
+		_ = exec.Command("umount", "-R", filepath.Join(dir, "state")).Run()
+		assertNoLeftovers(t, c.hullRoot)
+		if t.Failed() {
+			t.Logf("containerd log, last warnings and errors:\n%s", problems(readFile(t, log.Name()), 80))
+		}
 	})
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := os.Stat(c.sock); err == nil {
@@ -81,14 +119,34 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 			t.Fatalf("containerd did not start: %s", readFile(t, log.Name()))
 		}
 	}
-	archive := filepath.Join(dir, "busybox.tar")
-	if err := busybox.WriteImageArchive(archive, testImage, []string{"sh"}); err != nil {
+	return c
+}
+
+// problems is the last n warnings and errors of a containerd log.
+func problems(log string, n int) string {
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level=warning") || strings.Contains(l, "level=error") || strings.Contains(l, "level=fatal") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// importImage imports a busybox image named ref whose command is cmd into
+// containerd namespace ns.
+func (c *containerd) importImage(t *testing.T, ns, ref string, cmd []string) {
+	t.Helper()
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	if err := busybox.WriteImageArchive(archive, ref, cmd); err != nil {
 		t.Fatal(err)
 	}
-	if r := c.ctr(t, nil, "image", "import", archive); r.code != 0 {
-		t.Fatalf("importing image: %s", r.stderr)
+	if r := c.ctr(t, nil, "-n", ns, "image", "import", archive); r.code != 0 {
+		t.Fatalf("importing image %s: %s", ref, r.stderr)
 	}
-	return c
 }
 
 // ctr runs a ctr command against the private containerd.
@@ -199,7 +257,9 @@ func TestContainerdVMMCrash(t *testing.T) {
 	if r := c.ctr(t, nil, "run", "-d", "--runtime", "io.containerd.hull.v2", testImage, "crash", "sleep", "1000"); r.code != 0 {
 		t.Fatalf("run -d: %s", r.stderr)
 	}
-	qemu := pidOf(t, "qemu-system", "hull-crash")
+	// Scoped to this test's root: other tests (or developers) may run a
+	// VM named hull-crash on the same host at the same time.
+	qemu := pidOf(t, "qemu-system", "hull-crash", c.hullRoot+"/")
 	if err := syscall.Kill(qemu, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -119,8 +119,20 @@ func (p *process) openIO(ctx context.Context, c *agentclient.Client) error {
 		p.closeOutputs()
 		return err
 	}
+	p.mu.Lock()
 	p.relay = r
+	p.mu.Unlock()
 	return nil
+}
+
+// stdinRelay is the relay of a process with stdin, nil without one.
+func (p *process) stdinRelay() *stdio.Relay {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stdin == nil {
+		return nil
+	}
+	return p.relay
 }
 
 func (p *process) closeIO() {

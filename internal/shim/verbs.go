@@ -264,6 +264,18 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *em
 		return nil, err
 	}
 	if r.Stdin {
+		// containerd closed its end of the FIFO before asking: what it
+		// wrote may still be in the FIFO or on its way to the guest, and
+		// the relay closes the guest's stdin after the last byte. Cut it
+		// short only when that does not happen in time.
+		if relay := p.stdinRelay(); relay != nil {
+			select {
+			case <-relay.StdinDone():
+				return empty, nil
+			case <-time.After(drainTimeout):
+			case <-ctx.Done():
+			}
+		}
 		p.closeIO()
 		agent, err := s.agent()
 		if err != nil {

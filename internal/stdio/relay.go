@@ -42,13 +42,14 @@ var ErrConsoleSocketNeeded = errors.New("cannot allocate tty if runtime will det
 
 // Relay copies one guest process's stdio to and from the host.
 type Relay struct {
-	outputs sync.WaitGroup
-	cleanup []func()
+	outputs   sync.WaitGroup
+	stdinDone chan struct{}
+	cleanup   []func()
 }
 
 // Start starts copying. The outputs end at EOF of the guest streams.
 func Start(ctx context.Context, c *agentclient.Client, cid, eid string, o IO) (*Relay, error) {
-	r := &Relay{}
+	r := &Relay{stdinDone: make(chan struct{})}
 	out, errOut, in := io.Writer(o.Stdout), io.Writer(o.Stderr), io.Reader(o.Stdin)
 	if o.Terminal {
 		tty, err := r.terminal(ctx, c, cid, eid, o)
@@ -73,8 +74,11 @@ func Start(ctx context.Context, c *agentclient.Client, cid, eid string, o IO) (*
 	r.outputs.Add(2)
 	go copyOut(false, out)
 	go copyOut(true, errOut)
-	if in != nil {
+	if in == nil {
+		close(r.stdinDone)
+	} else {
 		go func() {
+			defer close(r.stdinDone)
 			if err := c.CopyIn(ctx, cid, eid, in); err != nil && ctx.Err() == nil {
 				logrus.WithError(err).Debugf("copying stdin of %s/%s", cid, eid)
 			}
@@ -176,6 +180,10 @@ func sendConsole(path string, master console.Console) error {
 	}
 	return nil
 }
+
+// StdinDone is closed once stdin has been copied to EOF and closed in the
+// guest (or the copy failed); at once when there is no stdin.
+func (r *Relay) StdinDone() <-chan struct{} { return r.stdinDone }
 
 // Drain waits for the outputs to reach EOF, at most for timeout: a
 // process that left children holding its stdout must not hold up the exit.
