@@ -18,6 +18,7 @@ import (
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/container"
 	"github.com/hullrt/hull/internal/monitor"
+	"github.com/hullrt/hull/internal/stdio"
 )
 
 // syncFd is the descriptor on which a monitor reports that it is ready.
@@ -158,6 +159,18 @@ func monitorFailed(err error) error {
 		return cli.Exit("", 128+int(ie.Signal))
 	}
 	return cli.Exit("", 1)
+}
+
+// ownIO is the stdio of a process that uses this process's own: the
+// caller's files, or a pty for --console-socket.
+func ownIO(c *cli.Context, terminal bool) stdio.IO {
+	return stdio.IO{
+		Terminal:      terminal,
+		ConsoleSocket: c.String("console-socket"),
+		Stdin:         os.Stdin,
+		Stdout:        os.Stdout,
+		Stderr:        os.Stderr,
+	}
 }
 
 // writePidFile writes pid atomically, as runc does.

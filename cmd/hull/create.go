@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -100,15 +99,9 @@ var monitorCommand = &cli.Command{
 			Root:   rootOf(cfg),
 			ID:     id,
 			Bundle: b,
-			IO: stdio.IO{
-				Terminal:      b.Spec.Process.Terminal,
-				ConsoleSocket: c.String("console-socket"),
-				Stdin:         os.Stdin,
-				Stdout:        os.Stdout,
-				Stderr:        os.Stderr,
-			},
-			Start: c.Bool("start"),
-			Ready: reportReady,
+			IO:     ownIO(c, b.Spec.Process.Terminal),
+			Start:  c.Bool("start"),
+			Ready:  reportReady,
 		})
 		if err != nil {
 			return monitorFailed(err)

@@ -74,7 +74,7 @@ var execCommand = &cli.Command{
 		}
 		status, err := monitor.RunExec(monitor.ExecOptions{
 			Root: rootOf(cfg), ID: id, ExecID: eid, Process: p,
-			IO:      stdio.IO{Terminal: p.Terminal, ConsoleSocket: c.String("console-socket"), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+			IO:      ownIO(c, p.Terminal),
 			Timeout: cfg.Agent.RequestTimeout.Duration,
 			Ready: func(err error) {
 				if err == nil {
@@ -136,7 +136,7 @@ var execMonitorCommand = &cli.Command{
 		}
 		status, err := monitor.RunExec(monitor.ExecOptions{
 			Root: rootOf(cfg), ID: id, ExecID: c.String("exec-id"), Process: p,
-			IO:      stdio.IO{Terminal: p.Terminal, ConsoleSocket: c.String("console-socket"), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+			IO:      ownIO(c, p.Terminal),
 			Timeout: cfg.Agent.RequestTimeout.Duration,
 			Ready:   reportReady,
 		})

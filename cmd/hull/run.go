@@ -7,7 +7,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/hullrt/hull/internal/monitor"
-	"github.com/hullrt/hull/internal/stdio"
 )
 
 var runCommand = &cli.Command{
@@ -32,14 +31,8 @@ var runCommand = &cli.Command{
 			Root:   root,
 			ID:     id,
 			Bundle: b,
-			IO: stdio.IO{
-				Terminal:      b.Spec.Process.Terminal,
-				ConsoleSocket: c.String("console-socket"),
-				Stdin:         os.Stdin,
-				Stdout:        os.Stdout,
-				Stderr:        os.Stderr,
-			},
-			Start: true,
+			IO:     ownIO(c, b.Spec.Process.Terminal),
+			Start:  true,
 			Ready: func(err error) {
 				if err == nil {
 					_ = writePidFile(c.String("pid-file"), os.Getpid())

@@ -308,44 +308,39 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (_ *taskAPI.
 	return resp, nil
 }
 
-func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *emptypb.Empty, retErr error) {
-	defer func() { retErr = rpcErr(retErr) }()
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	agent, err := s.agent()
-	if err != nil {
-		return nil, err
-	}
-	if err := agent.Pause(ctx, r.ID); err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	t.paused = true
-	t.mu.Unlock()
-	s.send(&eventstypes.TaskPaused{ContainerID: r.ID})
-	return empty, nil
+func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.Empty, error) {
+	return empty, rpcErr(s.setPaused(ctx, r.ID, true))
 }
 
-func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (_ *emptypb.Empty, retErr error) {
-	defer func() { retErr = rpcErr(retErr) }()
-	t, err := s.task(r.ID)
+func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptypb.Empty, error) {
+	return empty, rpcErr(s.setPaused(ctx, r.ID, false))
+}
+
+// setPaused freezes or thaws a container's cgroup in the guest.
+func (s *service) setPaused(ctx context.Context, id string, pause bool) error {
+	t, err := s.task(id)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	agent, err := s.agent()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := agent.Resume(ctx, r.ID); err != nil {
-		return nil, err
+	var event any = &eventstypes.TaskPaused{ContainerID: id}
+	if pause {
+		err = agent.Pause(ctx, id)
+	} else {
+		err = agent.Resume(ctx, id)
+		event = &eventstypes.TaskResumed{ContainerID: id}
+	}
+	if err != nil {
+		return err
 	}
 	t.mu.Lock()
-	t.paused = false
+	t.paused = pause
 	t.mu.Unlock()
-	s.send(&eventstypes.TaskResumed{ContainerID: r.ID})
-	return empty, nil
+	s.send(event)
+	return nil
 }
 
 func (s *service) Checkpoint(context.Context, *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
