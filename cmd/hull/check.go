@@ -57,13 +57,14 @@ func hostChecks(cfg *config.Config) []finding {
 	qpath, err := exec.LookPath(qemu)
 	add(err == nil, "qemu: "+qpath+" ("+qemuVersion(qpath)+")", "qemu not found: "+qemu+" (apt-get install qemu-system-x86)")
 
+	kvmErr := hypervisor.KVMProbe()
 	switch {
-	case hypervisor.KVMUsable():
+	case kvmErr == nil:
 		out = append(out, finding{"ok", "/dev/kvm usable: guests run with KVM"})
 	case cfg.Hypervisor.Accel == "kvm":
-		out = append(out, finding{"FAIL", "hypervisor.accel = kvm but /dev/kvm is not usable"})
+		out = append(out, finding{"FAIL", "hypervisor.accel = kvm but KVM is not usable: " + kvmErr.Error()})
 	default:
-		out = append(out, finding{"info", "no usable /dev/kvm: guests run with TCG software emulation (slower)"})
+		out = append(out, finding{"info", "KVM not usable (" + kvmErr.Error() + "): guests run with TCG software emulation (slower)"})
 	}
 	if hypervisor.VhostVsockUsable() {
 		out = append(out, finding{"ok", "/dev/vhost-vsock usable: agent channel over vsock"})

@@ -80,9 +80,6 @@ type VM struct {
 	SharedFS      []SharedFS
 }
 
-// KVMUsable reports whether /dev/kvm can be opened for use.
-func KVMUsable() bool { return deviceUsable("/dev/kvm") }
-
 // VhostVsockUsable reports whether the host can give guests a vsock device.
 func VhostVsockUsable() bool { return deviceUsable("/dev/vhost-vsock") }
 

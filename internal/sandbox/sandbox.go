@@ -137,8 +137,8 @@ func (s *Sandbox) startVirtiofsd(ctx context.Context) error {
 func Accel(cfg *config.Config) (hypervisor.Accel, error) {
 	switch cfg.Hypervisor.Accel {
 	case "kvm":
-		if !hypervisor.KVMUsable() {
-			return "", errors.New("hypervisor.accel is kvm but /dev/kvm is not usable")
+		if err := hypervisor.KVMProbe(); err != nil {
+			return "", fmt.Errorf("hypervisor.accel is kvm but KVM is not usable: %w", err)
 		}
 		return hypervisor.AccelKVM, nil
 	case "tcg":
