@@ -45,8 +45,13 @@ test: unit integration ## everything CI runs
 demo: deps image ## run a busybox container in a VM and show that it is one
 	test/demo.sh $(abspath $(BIN))
 
-proto: ## regenerate api/agent/v1 from agent.proto
-	cd api/agent/v1 && $(GO) generate ./
+PROTOC_GEN_GO       ?= google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_TTRPC ?= github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.7
+
+proto: ## regenerate api/agent/v1 from agent.proto (protoc from protobuf-compiler)
+	GOBIN=$(abspath $(BIN))/tools $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(abspath $(BIN))/tools $(GO) install $(PROTOC_GEN_GO_TTRPC)
+	cd api/agent/v1 && PATH=$(abspath $(BIN))/tools:$$PATH $(GO) generate ./
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 

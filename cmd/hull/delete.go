@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -16,9 +15,8 @@ import (
 
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/container"
-	"github.com/hullrt/hull/internal/hypervisor"
 	"github.com/hullrt/hull/internal/oci"
-	"github.com/hullrt/hull/internal/storage"
+	"github.com/hullrt/hull/internal/sandbox"
 )
 
 var deleteCommand = &cli.Command{
@@ -121,10 +119,7 @@ func waitExit(st *container.State, timeout time.Duration) bool {
 }
 
 // cleanupLeftovers removes what a crashed monitor may have left: VMM and
-// virtiofsd processes of the container's VM, and its mounts.
+// virtiofsd processes of the container's VM, network redirects, mounts.
 func cleanupLeftovers(root container.Root, id string) error {
-	vmDir := root.SandboxDir(id)
-	hypervisor.KillReferencing(vmDir + "/")
-	share := storage.Share{Dir: filepath.Join(vmDir, "shared")}
-	return share.Remove()
+	return sandbox.Cleanup(root.SandboxDir(id))
 }

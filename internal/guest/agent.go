@@ -41,6 +41,8 @@ type Agent struct {
 	containers map[string]*container
 	// oom carries the ids of containers the OOM killer hit, for GetOOMEvent.
 	oom chan string
+	// netMu serialises changes to the guest's network.
+	netMu sync.Mutex
 }
 
 type container struct {

@@ -58,6 +58,9 @@ func Boot() error {
 	if err := loadModules(ModuleListPath); err != nil {
 		return err
 	}
+	if err := loopbackUp(); err != nil {
+		return err
+	}
 	return enableControllers("/sys/fs/cgroup")
 }
 

@@ -23,15 +23,14 @@ const (
 // podNamespaces are the namespaces a pod's containers share with its
 // sandbox container when their spec asks to join one (a path is set).
 var podNamespaces = map[specs.LinuxNamespaceType]string{
-	specs.NetworkNamespace: "net",
-	specs.IPCNamespace:     "ipc",
-	specs.UTSNamespace:     "uts",
-	specs.PIDNamespace:     "pid",
+	specs.IPCNamespace: "ipc",
+	specs.UTSNamespace: "uts",
+	specs.PIDNamespace: "pid",
 }
 
 // guestSpec decodes the spec the host sent and adapts it to the guest: the
 // host's namespace paths, cgroup path, hooks and LSM labels mean nothing in
-// here. A pod member's namespaces that name a path join the namespaces of
+// here, and the network is the guest's own. A pod member's namespaces that name a path join the namespaces of
 // its sandbox container in the guest instead, found by sandboxPid.
 // Seccomp is not applied inside the guest (the VM is the isolation
 // boundary, as in Kata's default disable_guest_seccomp).
@@ -62,14 +61,22 @@ func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (*
 			sandboxInit = pid
 		}
 	}
-	for i, ns := range s.Linux.Namespaces {
-		file, shared := podNamespaces[ns.Type]
-		if ns.Path != "" && shared && sandboxInit > 0 {
-			s.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/%s", sandboxInit, file)
+	namespaces := s.Linux.Namespaces[:0]
+	for _, ns := range s.Linux.Namespaces {
+		// Containers use the guest's own network, where the agent put the
+		// pod's interfaces (see network.go).
+		if ns.Type == specs.NetworkNamespace {
 			continue
 		}
-		s.Linux.Namespaces[i].Path = ""
+		file, shared := podNamespaces[ns.Type]
+		if ns.Path != "" && shared && sandboxInit > 0 {
+			ns.Path = fmt.Sprintf("/proc/%d/ns/%s", sandboxInit, file)
+		} else {
+			ns.Path = ""
+		}
+		namespaces = append(namespaces, ns)
 	}
+	s.Linux.Namespaces = namespaces
 	s.Linux.CgroupsPath = "/hull/" + id
 	s.Linux.Seccomp = nil
 	s.Linux.MountLabel = ""

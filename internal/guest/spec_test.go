@@ -30,6 +30,12 @@ func TestGuestSpec(t *testing.T) {
 		if ns.Path != "" {
 			t.Errorf("host namespace path %q kept", ns.Path)
 		}
+		if ns.Type == specs.NetworkNamespace {
+			t.Error("network namespace kept: containers must use the guest's network")
+		}
+	}
+	if len(s.Linux.Namespaces) != 1 {
+		t.Errorf("namespaces %+v, want the pid namespace only", s.Linux.Namespaces)
 	}
 	if s.Hooks != nil || s.Linux.Seccomp != nil || s.Process.SelinuxLabel != "" || s.Process.ApparmorProfile != "" {
 		t.Errorf("host-only settings kept: %+v", s)
@@ -93,14 +99,16 @@ func TestGuestSpecJoinsPodNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[specs.LinuxNamespaceType]string{
-		specs.NetworkNamespace: "/proc/85/ns/net",
-		specs.IPCNamespace:     "/proc/85/ns/ipc",
-		specs.MountNamespace:   "",
-		specs.PIDNamespace:     "", // no path asked: a pid namespace of its own
+		specs.IPCNamespace:   "/proc/85/ns/ipc",
+		specs.MountNamespace: "",
+		specs.PIDNamespace:   "", // no path asked: a pid namespace of its own
+	}
+	if len(s.Linux.Namespaces) != len(want) {
+		t.Errorf("namespaces %+v, want %v (the guest's network shared)", s.Linux.Namespaces, want)
 	}
 	for _, ns := range s.Linux.Namespaces {
-		if ns.Path != want[ns.Type] {
-			t.Errorf("%s namespace path %q, want %q", ns.Type, ns.Path, want[ns.Type])
+		if p, ok := want[ns.Type]; !ok || ns.Path != p {
+			t.Errorf("%s namespace path %q, want %q", ns.Type, ns.Path, p)
 		}
 	}
 	if _, err := guestSpec("c2", raw, noSandbox); err == nil {

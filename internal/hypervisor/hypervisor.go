@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,6 +64,13 @@ type SharedFS struct {
 	Socket string
 }
 
+// NIC is a virtio-net device backed by a tap device the runtime opened.
+type NIC struct {
+	MAC net.HardwareAddr
+	// Tap is the tap's file descriptor, which the VMM inherits.
+	Tap *os.File
+}
+
 // VM describes the virtual machine to run.
 type VM struct {
 	ID           string
@@ -78,7 +86,12 @@ type VM struct {
 	ChannelSocket string
 	VsockCID      uint32
 	SharedFS      []SharedFS
+	NICs          []NIC
 }
+
+// VhostNetUsable reports whether the host can move guest network traffic
+// in the kernel (vhost-net) rather than in the VMM.
+func VhostNetUsable() bool { return deviceUsable("/dev/vhost-net") }
 
 // VhostVsockUsable reports whether the host can give guests a vsock device.
 func VhostVsockUsable() bool { return deviceUsable("/dev/vhost-vsock") }

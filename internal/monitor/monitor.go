@@ -153,7 +153,11 @@ func (m *monitor) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sb, err := sandbox.Create(ctx, cfg, o.ID, o.Root.SandboxDir(o.ID))
+	netns, err := oci.NetworkNamespace(o.Bundle.Spec)
+	if err != nil {
+		return err
+	}
+	sb, err := sandbox.Create(ctx, cfg, o.ID, o.Root.SandboxDir(o.ID), sandbox.WithNetNS(netns))
 	if err != nil {
 		return err
 	}

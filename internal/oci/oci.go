@@ -82,3 +82,25 @@ func (b *Bundle) validate() error {
 	b.Rootfs = root
 	return nil
 }
+
+// ErrHostNetwork is returned for a spec without a network namespace: the
+// host's own network cannot be carried into a VM (as in Kata).
+var ErrHostNetwork = errors.New("host networking is not supported: a hull container runs in a VM with a network of its own (give it a network namespace, not --net=host)")
+
+// NetworkNamespace is the path of the network namespace the spec names, or
+// "" when it asks for a new one (a VM with loopback only). A spec without
+// a network namespace would share the host's: ErrHostNetwork.
+func NetworkNamespace(s *specs.Spec) (string, error) {
+	if s.Linux != nil {
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type != specs.NetworkNamespace {
+				continue
+			}
+			if ns.Path != "" && !filepath.IsAbs(ns.Path) {
+				return "", fmt.Errorf("network namespace path %q is not absolute", ns.Path)
+			}
+			return ns.Path, nil
+		}
+	}
+	return "", ErrHostNetwork
+}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func TestValidateID(t *testing.T) {
@@ -65,3 +67,35 @@ func TestLoad(t *testing.T) {
 		t.Errorf("missing config.json: err = %v", err)
 	}
 }
+
+func TestNetworkNamespace(t *testing.T) {
+	netns := func(path string) *specs.Spec {
+		return &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
+			{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: path},
+		}}}
+	}
+	for _, tc := range []struct {
+		name    string
+		spec    *specs.Spec
+		want    string
+		wantErr error
+	}{
+		{"new namespace", netns(""), "", nil},
+		{"cni namespace", netns("/var/run/netns/cni-1"), "/var/run/netns/cni-1", nil},
+		{"relative path", netns("netns/x"), "", errAny},
+		{"host network", &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}}}}, "", ErrHostNetwork},
+		{"no linux section", &specs.Spec{}, "", ErrHostNetwork},
+	} {
+		got, err := NetworkNamespace(tc.spec)
+		switch {
+		case tc.wantErr == nil && err != nil, tc.wantErr != nil && err == nil:
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
+		case tc.wantErr != nil && tc.wantErr != errAny && !errors.Is(err, tc.wantErr):
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
+		case got != tc.want:
+			t.Errorf("%s: path %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+var errAny = errors.New("any error")

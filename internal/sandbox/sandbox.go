@@ -22,6 +22,7 @@ import (
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/hypervisor"
 	"github.com/hullrt/hull/internal/hypervisor/qemu"
+	"github.com/hullrt/hull/internal/network"
 	"github.com/hullrt/hull/internal/oci"
 	"github.com/hullrt/hull/internal/storage"
 )
@@ -47,6 +48,8 @@ type Sandbox struct {
 	vm    hypervisor.Hypervisor
 	fsd   *storage.Virtiofsd
 	share *storage.Share
+	netns string // network namespace carried into the VM, "" for none
+	net   *network.Network
 	sess  *channel.Session
 	// Agent is the client of the guest agent, set once the guest is up.
 	Agent *agentclient.Client
@@ -61,10 +64,17 @@ type step struct {
 	fn   func(context.Context) error
 }
 
+// Opt is an option of Create.
+type Opt func(*Sandbox)
+
+// WithNetNS carries the interfaces, routes and neighbours of the network
+// namespace at path into the VM. Without it the guest has loopback only.
+func WithNetNS(path string) Opt { return func(s *Sandbox) { s.netns = path } }
+
 // Create boots a sandbox VM whose sockets, logs and shared directory live
 // in dir, which must not exist yet, and waits for its agent. On failure
 // everything it made is torn down again.
-func Create(ctx context.Context, cfg *config.Config, id, dir string) (*Sandbox, error) {
+func Create(ctx context.Context, cfg *config.Config, id, dir string, opts ...Opt) (*Sandbox, error) {
 	if err := oci.ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -72,6 +82,9 @@ func Create(ctx context.Context, cfg *config.Config, id, dir string) (*Sandbox, 
 		return nil, fmt.Errorf("creating state root: %w", err)
 	}
 	s := &Sandbox{ID: id, Dir: dir, cfg: cfg}
+	for _, o := range opts {
+		o(s)
+	}
 	if err := os.Mkdir(s.Dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("container %q: %w", id, ErrExists)
@@ -82,8 +95,10 @@ func Create(ctx context.Context, cfg *config.Config, id, dir string) (*Sandbox, 
 		{"check-image", s.checkImage},
 		{"share", s.createShare},
 		{"virtiofsd", s.startVirtiofsd},
+		{"network", s.setupNetwork},
 		{"vmm", s.startVM},
 		{"agent-ready", s.waitAgent},
+		{"guest-network", s.configureGuestNetwork},
 		{"sandbox", s.createSandbox},
 	}
 	for _, st := range steps {
@@ -212,10 +227,19 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 	if s.fsd != nil {
 		vm.SharedFS[0].Socket = s.fsd.Socket
 	}
+	if s.net != nil {
+		for i, tap := range s.net.TapFiles() {
+			vm.NICs = append(vm.NICs, hypervisor.NIC{MAC: s.net.Interfaces[i].MAC, Tap: tap})
+		}
+	}
 	q := qemu.New(h.Path, h.Machine, vm)
 	s.vm = q
 	if err := q.Start(ctx); err != nil {
 		return fmt.Errorf("starting vm: %w", err)
+	}
+	if s.net != nil {
+		// The VMM holds the taps now; they go away with it.
+		s.net.CloseTaps()
 	}
 	return nil
 }
@@ -382,6 +406,10 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	}
 	if s.fsd != nil {
 		s.fsd.Stop()
+	}
+	if s.net != nil {
+		errs = append(errs, s.net.Teardown())
+		s.net = nil
 	}
 	if s.share != nil {
 		errs = append(errs, s.share.Remove())

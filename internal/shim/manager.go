@@ -24,7 +24,7 @@ import (
 
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/container"
-	"github.com/hullrt/hull/internal/hypervisor"
+	"github.com/hullrt/hull/internal/sandbox"
 	"github.com/hullrt/hull/internal/storage"
 )
 
@@ -176,12 +176,10 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(unix.SIGKILL)}, nil
 }
 
-// cleanupVM kills what is left of a VM (VMM, virtiofsd), unmounts below its
-// directory and removes it.
+// cleanupVM removes what is left of a VM (VMM, virtiofsd, network
+// redirects, mounts) and its directory.
 func cleanupVM(dir string) error {
-	hypervisor.KillReferencing(dir + "/")
-	share := storage.Share{Dir: filepath.Join(dir, "shared")}
-	if err := share.Remove(); err != nil {
+	if err := sandbox.Cleanup(dir); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(dir); err != nil {

@@ -18,9 +18,11 @@ import (
 	"github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/hullrt/hull/internal/agentclient"
 	"github.com/hullrt/hull/internal/config"
+	"github.com/hullrt/hull/internal/oci"
 	"github.com/hullrt/hull/internal/sandbox"
 )
 
@@ -127,8 +129,9 @@ func topicOf(e any) string {
 func (s *service) send(e any) { s.events <- e }
 
 // vm returns the pod's VM, booting it for the pod's first container, whose
-// io.hull.config.* annotations may size it. Called with s.mu held.
-func (s *service) vm(ctx context.Context, sandboxID string, annotations map[string]string) (*sandbox.Sandbox, error) {
+// io.hull.config.* annotations may size it and whose network namespace
+// (CNI's, for a CRI pod) the VM takes. Called with s.mu held.
+func (s *service) vm(ctx context.Context, sandboxID string, spec *specs.Spec) (*sandbox.Sandbox, error) {
 	if s.sb != nil {
 		if sandboxID != s.sandboxID {
 			return nil, fmt.Errorf("container of pod %s sent to the shim of pod %s: %w", sandboxID, s.sandboxID, errdefs.ErrInvalidArgument)
@@ -140,15 +143,19 @@ func (s *service) vm(ctx context.Context, sandboxID string, annotations map[stri
 		}
 		return s.sb, nil
 	}
-	cfg, err := s.cfg.WithAnnotations(annotations)
+	cfg, err := s.cfg.WithAnnotations(spec.Annotations)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
+	netns, err := oci.NetworkNamespace(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrNotImplemented, err)
 	}
 	dir := vmDir(s.cfg, s.ns, sandboxID)
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return nil, err
 	}
-	sb, err := sandbox.Create(ctx, cfg, sandboxID, dir)
+	sb, err := sandbox.Create(ctx, cfg, sandboxID, dir, sandbox.WithNetNS(netns))
 	if err != nil {
 		return nil, err
 	}

@@ -62,7 +62,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if _, ok := s.containers[r.ID]; ok {
 		return nil, fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists)
 	}
-	sb, err := s.vm(ctx, sandboxOf(r.ID, b.Spec), b.Spec.Annotations)
+	sb, err := s.vm(ctx, sandboxOf(r.ID, b.Spec), b.Spec)
 	if err != nil {
 		return nil, err
 	}

@@ -1873,6 +1873,592 @@ func (x *OOMEvent) GetContainerId() string {
 	return ""
 }
 
+// IPAddress is an address with its prefix length, e.g. 10.88.0.5/16.
+type IPAddress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	PrefixLen     uint32                 `protobuf:"varint,2,opt,name=prefix_len,json=prefixLen,proto3" json:"prefix_len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IPAddress) Reset() {
+	*x = IPAddress{}
+	mi := &file_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IPAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IPAddress) ProtoMessage() {}
+
+func (x *IPAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IPAddress.ProtoReflect.Descriptor instead.
+func (*IPAddress) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *IPAddress) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *IPAddress) GetPrefixLen() uint32 {
+	if x != nil {
+		return x.PrefixLen
+	}
+	return 0
+}
+
+// Interface is a guest network interface, found by its MAC address.
+type Interface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name the interface has (or is given) in the guest, e.g. "eth0".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// MAC address, "aa:bb:cc:dd:ee:ff": what identifies the device.
+	Mac string `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	Mtu uint32 `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// The addresses it has; UpdateInterface replaces all of them.
+	Addresses []*IPAddress `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// Whether the link is up (ListInterfaces only; UpdateInterface brings it up).
+	Up            bool `protobuf:"varint,5,opt,name=up,proto3" json:"up,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interface) Reset() {
+	*x = Interface{}
+	mi := &file_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interface) ProtoMessage() {}
+
+func (x *Interface) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interface.ProtoReflect.Descriptor instead.
+func (*Interface) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *Interface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Interface) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *Interface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Interface) GetAddresses() []*IPAddress {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *Interface) GetUp() bool {
+	if x != nil {
+		return x.Up
+	}
+	return false
+}
+
+type UpdateInterfaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interface     *Interface             `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateInterfaceRequest) Reset() {
+	*x = UpdateInterfaceRequest{}
+	mi := &file_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateInterfaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateInterfaceRequest) ProtoMessage() {}
+
+func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateInterfaceRequest.ProtoReflect.Descriptor instead.
+func (*UpdateInterfaceRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UpdateInterfaceRequest) GetInterface() *Interface {
+	if x != nil {
+		return x.Interface
+	}
+	return nil
+}
+
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Destination as CIDR; "" for the default route.
+	Destination string `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Next hop; "" for a directly connected (link scope) route.
+	Gateway string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Guest interface name.
+	Device string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	// Preferred source address, or "".
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// rtnetlink scope (0 universe, 253 link, 254 host).
+	Scope         uint32 `protobuf:"varint,5,opt,name=scope,proto3" json:"scope,omitempty"`
+	Metric        uint32 `protobuf:"varint,6,opt,name=metric,proto3" json:"metric,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Route) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Route) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Route) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Route) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Route) GetScope() uint32 {
+	if x != nil {
+		return x.Scope
+	}
+	return 0
+}
+
+func (x *Route) GetMetric() uint32 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+type Routes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Routes) Reset() {
+	*x = Routes{}
+	mi := &file_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Routes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Routes) ProtoMessage() {}
+
+func (x *Routes) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Routes.ProtoReflect.Descriptor instead.
+func (*Routes) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Routes) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type UpdateRoutesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replaces every route of the guest's interfaces but those the kernel
+	// made for their addresses.
+	Routes        *Routes `protobuf:"bytes,1,opt,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRoutesRequest) Reset() {
+	*x = UpdateRoutesRequest{}
+	mi := &file_agent_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRoutesRequest) ProtoMessage() {}
+
+func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRoutesRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UpdateRoutesRequest) GetRoutes() *Routes {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type ARPNeighbor struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	IpAddress string                 `protobuf:"bytes,1,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	Mac       string                 `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	Device    string                 `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	// NUD state (e.g. 0x80 permanent); 0 means permanent.
+	State         uint32 `protobuf:"varint,4,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ARPNeighbor) Reset() {
+	*x = ARPNeighbor{}
+	mi := &file_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ARPNeighbor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ARPNeighbor) ProtoMessage() {}
+
+func (x *ARPNeighbor) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ARPNeighbor.ProtoReflect.Descriptor instead.
+func (*ARPNeighbor) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ARPNeighbor) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
+func (x *ARPNeighbor) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *ARPNeighbor) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *ARPNeighbor) GetState() uint32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+type AddARPNeighborsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Neighbors     []*ARPNeighbor         `protobuf:"bytes,1,rep,name=neighbors,proto3" json:"neighbors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddARPNeighborsRequest) Reset() {
+	*x = AddARPNeighborsRequest{}
+	mi := &file_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddARPNeighborsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddARPNeighborsRequest) ProtoMessage() {}
+
+func (x *AddARPNeighborsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddARPNeighborsRequest.ProtoReflect.Descriptor instead.
+func (*AddARPNeighborsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AddARPNeighborsRequest) GetNeighbors() []*ARPNeighbor {
+	if x != nil {
+		return x.Neighbors
+	}
+	return nil
+}
+
+type ListInterfacesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterfacesRequest) Reset() {
+	*x = ListInterfacesRequest{}
+	mi := &file_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterfacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterfacesRequest) ProtoMessage() {}
+
+func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterfacesRequest.ProtoReflect.Descriptor instead.
+func (*ListInterfacesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{41}
+}
+
+type Interfaces struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces    []*Interface           `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interfaces) Reset() {
+	*x = Interfaces{}
+	mi := &file_agent_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interfaces) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interfaces) ProtoMessage() {}
+
+func (x *Interfaces) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interfaces.ProtoReflect.Descriptor instead.
+func (*Interfaces) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *Interfaces) GetInterfaces() []*Interface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+type ListRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesRequest) Reset() {
+	*x = ListRoutesRequest{}
+	mi := &file_agent_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesRequest) ProtoMessage() {}
+
+func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
+func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{43}
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1997,7 +2583,45 @@ const file_agent_proto_rawDesc = "" +
 	"\x04pids\x18\x03 \x01(\v2\x18.hull.agent.v1.PidsStatsR\x04pids\"\x14\n" +
 	"\x12GetOOMEventRequest\"-\n" +
 	"\bOOMEvent\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId2\x9e\r\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"D\n" +
+	"\tIPAddress\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"prefix_len\x18\x02 \x01(\rR\tprefixLen\"\x8b\x01\n" +
+	"\tInterface\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
+	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x126\n" +
+	"\taddresses\x18\x04 \x03(\v2\x18.hull.agent.v1.IPAddressR\taddresses\x12\x0e\n" +
+	"\x02up\x18\x05 \x01(\bR\x02up\"P\n" +
+	"\x16UpdateInterfaceRequest\x126\n" +
+	"\tinterface\x18\x01 \x01(\v2\x18.hull.agent.v1.InterfaceR\tinterface\"\xa1\x01\n" +
+	"\x05Route\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x14\n" +
+	"\x05scope\x18\x05 \x01(\rR\x05scope\x12\x16\n" +
+	"\x06metric\x18\x06 \x01(\rR\x06metric\"6\n" +
+	"\x06Routes\x12,\n" +
+	"\x06routes\x18\x01 \x03(\v2\x14.hull.agent.v1.RouteR\x06routes\"D\n" +
+	"\x13UpdateRoutesRequest\x12-\n" +
+	"\x06routes\x18\x01 \x01(\v2\x15.hull.agent.v1.RoutesR\x06routes\"l\n" +
+	"\vARPNeighbor\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\x01 \x01(\tR\tipAddress\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\rR\x05state\"R\n" +
+	"\x16AddARPNeighborsRequest\x128\n" +
+	"\tneighbors\x18\x01 \x03(\v2\x1a.hull.agent.v1.ARPNeighborR\tneighbors\"\x17\n" +
+	"\x15ListInterfacesRequest\"F\n" +
+	"\n" +
+	"Interfaces\x128\n" +
+	"\n" +
+	"interfaces\x18\x01 \x03(\v2\x18.hull.agent.v1.InterfaceR\n" +
+	"interfaces\"\x13\n" +
+	"\x11ListRoutesRequest2\xa9\x10\n" +
 	"\x05Agent\x12B\n" +
 	"\x05Check\x12\x1b.hull.agent.v1.CheckRequest\x1a\x1c.hull.agent.v1.CheckResponse\x12H\n" +
 	"\aVersion\x12\x1d.hull.agent.v1.VersionRequest\x1a\x1e.hull.agent.v1.VersionResponse\x12L\n" +
@@ -2023,7 +2647,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fResumeContainer\x12%.hull.agent.v1.ResumeContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n" +
 	"\x0fUpdateContainer\x12%.hull.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12]\n" +
 	"\x0eStatsContainer\x12$.hull.agent.v1.StatsContainerRequest\x1a%.hull.agent.v1.StatsContainerResponse\x12I\n" +
-	"\vGetOOMEvent\x12!.hull.agent.v1.GetOOMEventRequest\x1a\x17.hull.agent.v1.OOMEventB+Z)github.com/hullrt/hull/api/agent/v1;agentb\x06proto3"
+	"\vGetOOMEvent\x12!.hull.agent.v1.GetOOMEventRequest\x1a\x17.hull.agent.v1.OOMEvent\x12R\n" +
+	"\x0fUpdateInterface\x12%.hull.agent.v1.UpdateInterfaceRequest\x1a\x18.hull.agent.v1.Interface\x12I\n" +
+	"\fUpdateRoutes\x12\".hull.agent.v1.UpdateRoutesRequest\x1a\x15.hull.agent.v1.Routes\x12P\n" +
+	"\x0fAddARPNeighbors\x12%.hull.agent.v1.AddARPNeighborsRequest\x1a\x16.google.protobuf.Empty\x12Q\n" +
+	"\x0eListInterfaces\x12$.hull.agent.v1.ListInterfacesRequest\x1a\x19.hull.agent.v1.Interfaces\x12E\n" +
+	"\n" +
+	"ListRoutes\x12 .hull.agent.v1.ListRoutesRequest\x1a\x15.hull.agent.v1.RoutesB+Z)github.com/hullrt/hull/api/agent/v1;agentb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2038,7 +2668,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_agent_proto_goTypes = []any{
 	(CheckResponse_Status)(0),      // 0: hull.agent.v1.CheckResponse.Status
 	(*CheckRequest)(nil),           // 1: hull.agent.v1.CheckRequest
@@ -2074,66 +2704,93 @@ var file_agent_proto_goTypes = []any{
 	(*StatsContainerResponse)(nil), // 31: hull.agent.v1.StatsContainerResponse
 	(*GetOOMEventRequest)(nil),     // 32: hull.agent.v1.GetOOMEventRequest
 	(*OOMEvent)(nil),               // 33: hull.agent.v1.OOMEvent
-	nil,                            // 34: hull.agent.v1.MemoryStats.RawEntry
-	(*timestamppb.Timestamp)(nil),  // 35: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),          // 36: google.protobuf.Empty
+	(*IPAddress)(nil),              // 34: hull.agent.v1.IPAddress
+	(*Interface)(nil),              // 35: hull.agent.v1.Interface
+	(*UpdateInterfaceRequest)(nil), // 36: hull.agent.v1.UpdateInterfaceRequest
+	(*Route)(nil),                  // 37: hull.agent.v1.Route
+	(*Routes)(nil),                 // 38: hull.agent.v1.Routes
+	(*UpdateRoutesRequest)(nil),    // 39: hull.agent.v1.UpdateRoutesRequest
+	(*ARPNeighbor)(nil),            // 40: hull.agent.v1.ARPNeighbor
+	(*AddARPNeighborsRequest)(nil), // 41: hull.agent.v1.AddARPNeighborsRequest
+	(*ListInterfacesRequest)(nil),  // 42: hull.agent.v1.ListInterfacesRequest
+	(*Interfaces)(nil),             // 43: hull.agent.v1.Interfaces
+	(*ListRoutesRequest)(nil),      // 44: hull.agent.v1.ListRoutesRequest
+	nil,                            // 45: hull.agent.v1.MemoryStats.RawEntry
+	(*timestamppb.Timestamp)(nil),  // 46: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),          // 47: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hull.agent.v1.CheckResponse.status:type_name -> hull.agent.v1.CheckResponse.Status
 	5,  // 1: hull.agent.v1.CreateSandboxRequest.storages:type_name -> hull.agent.v1.Storage
-	35, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	46, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
 	22, // 3: hull.agent.v1.ListProcessesResponse.processes:type_name -> hull.agent.v1.ProcessInfo
-	34, // 4: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
+	45, // 4: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
 	28, // 5: hull.agent.v1.StatsContainerResponse.cpu:type_name -> hull.agent.v1.CPUStats
 	29, // 6: hull.agent.v1.StatsContainerResponse.memory:type_name -> hull.agent.v1.MemoryStats
 	30, // 7: hull.agent.v1.StatsContainerResponse.pids:type_name -> hull.agent.v1.PidsStats
-	1,  // 8: hull.agent.v1.Agent.Check:input_type -> hull.agent.v1.CheckRequest
-	3,  // 9: hull.agent.v1.Agent.Version:input_type -> hull.agent.v1.VersionRequest
-	6,  // 10: hull.agent.v1.Agent.CreateSandbox:input_type -> hull.agent.v1.CreateSandboxRequest
-	7,  // 11: hull.agent.v1.Agent.DestroySandbox:input_type -> hull.agent.v1.DestroySandboxRequest
-	8,  // 12: hull.agent.v1.Agent.CreateContainer:input_type -> hull.agent.v1.CreateContainerRequest
-	9,  // 13: hull.agent.v1.Agent.StartContainer:input_type -> hull.agent.v1.StartContainerRequest
-	10, // 14: hull.agent.v1.Agent.RemoveContainer:input_type -> hull.agent.v1.RemoveContainerRequest
-	11, // 15: hull.agent.v1.Agent.ExecProcess:input_type -> hull.agent.v1.ExecProcessRequest
-	12, // 16: hull.agent.v1.Agent.SignalProcess:input_type -> hull.agent.v1.SignalProcessRequest
-	13, // 17: hull.agent.v1.Agent.WaitProcess:input_type -> hull.agent.v1.WaitProcessRequest
-	15, // 18: hull.agent.v1.Agent.WriteStdin:input_type -> hull.agent.v1.WriteStreamRequest
-	17, // 19: hull.agent.v1.Agent.CloseStdin:input_type -> hull.agent.v1.CloseStdinRequest
-	18, // 20: hull.agent.v1.Agent.ReadStdout:input_type -> hull.agent.v1.ReadStreamRequest
-	18, // 21: hull.agent.v1.Agent.ReadStderr:input_type -> hull.agent.v1.ReadStreamRequest
-	20, // 22: hull.agent.v1.Agent.TtyWinResize:input_type -> hull.agent.v1.TtyWinResizeRequest
-	21, // 23: hull.agent.v1.Agent.ListProcesses:input_type -> hull.agent.v1.ListProcessesRequest
-	24, // 24: hull.agent.v1.Agent.PauseContainer:input_type -> hull.agent.v1.PauseContainerRequest
-	25, // 25: hull.agent.v1.Agent.ResumeContainer:input_type -> hull.agent.v1.ResumeContainerRequest
-	26, // 26: hull.agent.v1.Agent.UpdateContainer:input_type -> hull.agent.v1.UpdateContainerRequest
-	27, // 27: hull.agent.v1.Agent.StatsContainer:input_type -> hull.agent.v1.StatsContainerRequest
-	32, // 28: hull.agent.v1.Agent.GetOOMEvent:input_type -> hull.agent.v1.GetOOMEventRequest
-	2,  // 29: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
-	4,  // 30: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
-	36, // 31: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
-	36, // 32: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	36, // 33: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
-	36, // 34: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
-	36, // 35: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
-	36, // 36: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
-	36, // 37: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
-	14, // 38: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
-	16, // 39: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
-	36, // 40: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
-	19, // 41: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
-	19, // 42: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
-	36, // 43: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
-	23, // 44: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
-	36, // 45: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
-	36, // 46: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
-	36, // 47: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
-	31, // 48: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
-	33, // 49: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
-	29, // [29:50] is the sub-list for method output_type
-	8,  // [8:29] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	34, // 8: hull.agent.v1.Interface.addresses:type_name -> hull.agent.v1.IPAddress
+	35, // 9: hull.agent.v1.UpdateInterfaceRequest.interface:type_name -> hull.agent.v1.Interface
+	37, // 10: hull.agent.v1.Routes.routes:type_name -> hull.agent.v1.Route
+	38, // 11: hull.agent.v1.UpdateRoutesRequest.routes:type_name -> hull.agent.v1.Routes
+	40, // 12: hull.agent.v1.AddARPNeighborsRequest.neighbors:type_name -> hull.agent.v1.ARPNeighbor
+	35, // 13: hull.agent.v1.Interfaces.interfaces:type_name -> hull.agent.v1.Interface
+	1,  // 14: hull.agent.v1.Agent.Check:input_type -> hull.agent.v1.CheckRequest
+	3,  // 15: hull.agent.v1.Agent.Version:input_type -> hull.agent.v1.VersionRequest
+	6,  // 16: hull.agent.v1.Agent.CreateSandbox:input_type -> hull.agent.v1.CreateSandboxRequest
+	7,  // 17: hull.agent.v1.Agent.DestroySandbox:input_type -> hull.agent.v1.DestroySandboxRequest
+	8,  // 18: hull.agent.v1.Agent.CreateContainer:input_type -> hull.agent.v1.CreateContainerRequest
+	9,  // 19: hull.agent.v1.Agent.StartContainer:input_type -> hull.agent.v1.StartContainerRequest
+	10, // 20: hull.agent.v1.Agent.RemoveContainer:input_type -> hull.agent.v1.RemoveContainerRequest
+	11, // 21: hull.agent.v1.Agent.ExecProcess:input_type -> hull.agent.v1.ExecProcessRequest
+	12, // 22: hull.agent.v1.Agent.SignalProcess:input_type -> hull.agent.v1.SignalProcessRequest
+	13, // 23: hull.agent.v1.Agent.WaitProcess:input_type -> hull.agent.v1.WaitProcessRequest
+	15, // 24: hull.agent.v1.Agent.WriteStdin:input_type -> hull.agent.v1.WriteStreamRequest
+	17, // 25: hull.agent.v1.Agent.CloseStdin:input_type -> hull.agent.v1.CloseStdinRequest
+	18, // 26: hull.agent.v1.Agent.ReadStdout:input_type -> hull.agent.v1.ReadStreamRequest
+	18, // 27: hull.agent.v1.Agent.ReadStderr:input_type -> hull.agent.v1.ReadStreamRequest
+	20, // 28: hull.agent.v1.Agent.TtyWinResize:input_type -> hull.agent.v1.TtyWinResizeRequest
+	21, // 29: hull.agent.v1.Agent.ListProcesses:input_type -> hull.agent.v1.ListProcessesRequest
+	24, // 30: hull.agent.v1.Agent.PauseContainer:input_type -> hull.agent.v1.PauseContainerRequest
+	25, // 31: hull.agent.v1.Agent.ResumeContainer:input_type -> hull.agent.v1.ResumeContainerRequest
+	26, // 32: hull.agent.v1.Agent.UpdateContainer:input_type -> hull.agent.v1.UpdateContainerRequest
+	27, // 33: hull.agent.v1.Agent.StatsContainer:input_type -> hull.agent.v1.StatsContainerRequest
+	32, // 34: hull.agent.v1.Agent.GetOOMEvent:input_type -> hull.agent.v1.GetOOMEventRequest
+	36, // 35: hull.agent.v1.Agent.UpdateInterface:input_type -> hull.agent.v1.UpdateInterfaceRequest
+	39, // 36: hull.agent.v1.Agent.UpdateRoutes:input_type -> hull.agent.v1.UpdateRoutesRequest
+	41, // 37: hull.agent.v1.Agent.AddARPNeighbors:input_type -> hull.agent.v1.AddARPNeighborsRequest
+	42, // 38: hull.agent.v1.Agent.ListInterfaces:input_type -> hull.agent.v1.ListInterfacesRequest
+	44, // 39: hull.agent.v1.Agent.ListRoutes:input_type -> hull.agent.v1.ListRoutesRequest
+	2,  // 40: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
+	4,  // 41: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
+	47, // 42: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
+	47, // 43: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	47, // 44: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
+	47, // 45: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
+	47, // 46: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
+	47, // 47: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
+	47, // 48: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
+	14, // 49: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
+	16, // 50: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
+	47, // 51: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
+	19, // 52: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
+	19, // 53: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
+	47, // 54: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
+	23, // 55: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
+	47, // 56: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
+	47, // 57: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
+	47, // 58: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
+	31, // 59: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
+	33, // 60: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
+	35, // 61: hull.agent.v1.Agent.UpdateInterface:output_type -> hull.agent.v1.Interface
+	38, // 62: hull.agent.v1.Agent.UpdateRoutes:output_type -> hull.agent.v1.Routes
+	47, // 63: hull.agent.v1.Agent.AddARPNeighbors:output_type -> google.protobuf.Empty
+	43, // 64: hull.agent.v1.Agent.ListInterfaces:output_type -> hull.agent.v1.Interfaces
+	38, // 65: hull.agent.v1.Agent.ListRoutes:output_type -> hull.agent.v1.Routes
+	40, // [40:66] is the sub-list for method output_type
+	14, // [14:40] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2147,7 +2804,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,11 @@ type AgentService interface {
 	UpdateContainer(context.Context, *UpdateContainerRequest) (*emptypb.Empty, error)
 	StatsContainer(context.Context, *StatsContainerRequest) (*StatsContainerResponse, error)
 	GetOOMEvent(context.Context, *GetOOMEventRequest) (*OOMEvent, error)
+	UpdateInterface(context.Context, *UpdateInterfaceRequest) (*Interface, error)
+	UpdateRoutes(context.Context, *UpdateRoutesRequest) (*Routes, error)
+	AddARPNeighbors(context.Context, *AddARPNeighborsRequest) (*emptypb.Empty, error)
+	ListInterfaces(context.Context, *ListInterfacesRequest) (*Interfaces, error)
+	ListRoutes(context.Context, *ListRoutesRequest) (*Routes, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -181,6 +186,41 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.GetOOMEvent(ctx, &req)
+			},
+			"UpdateInterface": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateInterfaceRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateInterface(ctx, &req)
+			},
+			"UpdateRoutes": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateRoutesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateRoutes(ctx, &req)
+			},
+			"AddARPNeighbors": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req AddARPNeighborsRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.AddARPNeighbors(ctx, &req)
+			},
+			"ListInterfaces": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ListInterfacesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ListInterfaces(ctx, &req)
+			},
+			"ListRoutes": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ListRoutesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ListRoutes(ctx, &req)
 			},
 		},
 	})
@@ -359,6 +399,46 @@ func (c *agentClient) StatsContainer(ctx context.Context, req *StatsContainerReq
 func (c *agentClient) GetOOMEvent(ctx context.Context, req *GetOOMEventRequest) (*OOMEvent, error) {
 	var resp OOMEvent
 	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "GetOOMEvent", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateInterface(ctx context.Context, req *UpdateInterfaceRequest) (*Interface, error) {
+	var resp Interface
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "UpdateInterface", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateRoutes(ctx context.Context, req *UpdateRoutesRequest) (*Routes, error) {
+	var resp Routes
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "UpdateRoutes", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) AddARPNeighbors(ctx context.Context, req *AddARPNeighborsRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "AddARPNeighbors", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ListInterfaces(ctx context.Context, req *ListInterfacesRequest) (*Interfaces, error) {
+	var resp Interfaces
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "ListInterfaces", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ListRoutes(ctx context.Context, req *ListRoutesRequest) (*Routes, error) {
+	var resp Routes
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "ListRoutes", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

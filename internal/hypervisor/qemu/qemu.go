@@ -106,6 +106,17 @@ func (q *QEMU) Args() []string {
 			)
 		}
 	}
+	for i, nic := range vm.NICs {
+		// Inherited descriptors are numbered from 3, in NICs' order (Start).
+		netdev := fmt.Sprintf("tap,id=net%d,fd=%d", i, 3+i)
+		if vm.Accel == hypervisor.AccelKVM && hypervisor.VhostNetUsable() {
+			netdev += ",vhost=on"
+		}
+		args = append(args,
+			"-netdev", netdev,
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s", i, nic.MAC),
+		)
+	}
 	return args
 }
 
@@ -118,6 +129,9 @@ func (q *QEMU) Start(ctx context.Context) error {
 	defer logf.Close()
 	cmd := exec.Command(q.binary, q.Args()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	for _, nic := range q.vm.NICs {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, nic.Tap)
+	}
 	// Its own process group: a ^C on the terminal reaches hull, which
 	// decides what the VM gets, not QEMU directly. Pdeathsig: a VMM never
 	// outlives a runtime that dies without cleaning up.

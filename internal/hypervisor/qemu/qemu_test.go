@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"net"
 	"strings"
 	"testing"
 
@@ -85,6 +86,20 @@ func TestArgs(t *testing.T) {
 			},
 			want:  [][2]string{{"-fsdev", "local,id=fs0,path=/run/hull/c1/shared,security_model=passthrough"}, {"-device", "virtio-9p-pci,fsdev=fs0,mount_tag=hullfs"}},
 			avoid: [][2]string{{"-object", "memory-backend"}},
+		},
+		{
+			name: "two nics on inherited taps",
+			vm: func(v *hypervisor.VM) {
+				v.NICs = []hypervisor.NIC{
+					{MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 1}},
+					{MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 2}},
+				}
+			},
+			want: [][2]string{
+				{"-netdev", "tap,id=net0,fd=3"}, {"-device", "virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01"},
+				{"-netdev", "tap,id=net1,fd=4"}, {"-device", "virtio-net-pci,netdev=net1,mac=02:00:00:00:00:02"},
+			},
+			avoid: [][2]string{{"-netdev", "vhost=on"}},
 		},
 	}
 	for _, tt := range tests {
