@@ -36,6 +36,8 @@ type Interface struct {
 	MTU   int              `json:"mtu"`
 	Addrs []net.IPNet      `json:"addrs,omitempty"`
 	Tap   string           `json:"tap"`
+	// Redirected is set once the interface's ingress is ours to remove.
+	Redirected bool `json:"redirected"`
 }
 
 // Route is a route of the namespace through one of its carried interfaces.
@@ -67,7 +69,7 @@ type Network struct {
 
 // Setup scans the namespace at nsPath and wires a tap to each interface.
 // On failure it undoes what it did.
-func Setup(nsPath string) (n *Network, err error) {
+func Setup(nsPath string) (_ *Network, err error) {
 	ns, err := netns.GetFromPath(nsPath)
 	if err != nil {
 		return nil, fmt.Errorf("opening network namespace %s: %w", nsPath, err)
@@ -78,12 +80,11 @@ func Setup(nsPath string) (n *Network, err error) {
 		return nil, fmt.Errorf("netlink in %s: %w", nsPath, err)
 	}
 	defer h.Delete()
-	n = &Network{NSPath: nsPath}
+	n := &Network{NSPath: nsPath}
 	defer func() {
 		if err != nil {
 			n.CloseTaps()
 			_ = n.teardown(h)
-			n = nil
 		}
 	}()
 	links, err := h.LinkList()
@@ -139,6 +140,7 @@ func (n *Network) wire(ns netns.NsHandle, h *netlink.Handle, link netlink.Link, 
 	if err := redirect(h, link, tap); err != nil {
 		return fmt.Errorf("redirecting %s to %s: %w", i.Name, i.Tap, err)
 	}
+	i.Redirected = true
 	if err := redirect(h, tap, link); err != nil {
 		return fmt.Errorf("redirecting %s to %s: %w", i.Tap, i.Name, err)
 	}
@@ -174,6 +176,7 @@ func redirect(h *netlink.Handle, from, to netlink.Link) error {
 		}},
 	}
 	if err := h.FilterAdd(f); err != nil {
+		_ = h.QdiscDel(q)
 		return fmt.Errorf("adding redirect filter: %w", err)
 	}
 	return nil
@@ -244,6 +247,9 @@ func (n *Network) teardown(h *netlink.Handle) error {
 	var errs []error
 	for _, i := range n.Interfaces {
 		for _, name := range []string{i.Name, i.Tap} {
+			if name == i.Name && !i.Redirected {
+				continue // not ours
+			}
 			l, err := h.LinkByName(name)
 			if err != nil {
 				continue // gone
