@@ -148,9 +148,9 @@ func (r *podmanRuntime) mustRun(t *testing.T, args ...string) string {
 	return res.stdout
 }
 
-// runFlags are the flags of every container the tests run: no network
-// (hull does not plumb podman's network namespace into the VM yet), and
-// rlimits the host can grant, as runc would need them here.
+// runFlags are the flags of most containers the tests run: no network
+// (TestPodmanPublishPort has one), and rlimits the host can grant, as runc
+// would need them here.
 var runFlags = []string{"--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"}
 
 func runArgs(extra ...string) []string {
@@ -287,6 +287,60 @@ func TestPodman(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPodmanPublishPort runs podman with its CNI bridge network in a network
+// namespace that stands for the host (podman's iptables rules stay in it),
+// and fetches from a container's server through the published port.
+func TestPodmanPublishPort(t *testing.T) {
+	e := requireEnv(t)
+	p := newPodman(t, requirePodman(t))
+	r := p.runtime(t, e)
+	const ns = "hullpodmanhost"
+	_ = exec.Command("ip", "netns", "del", ns).Run()
+	sh(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	// The host's address: one end of a veth pair inside the namespace.
+	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	sh(t, "ip", "-n", ns, "link", "add", "uplink", "type", "veth", "peer", "name", "uplink1")
+	sh(t, "ip", "-n", ns, "addr", "add", "192.0.2.1/24", "dev", "uplink")
+	sh(t, "ip", "-n", ns, "link", "set", "uplink", "up")
+	sh(t, "ip", "-n", ns, "link", "set", "uplink1", "up")
+	inHost := func(args ...string) result {
+		t.Helper()
+		cmd := r.p.command(context.Background(), r.wrapper, args...)
+		cmd.Args = append([]string{"nsenter", "--net=/var/run/netns/" + ns, "--"}, cmd.Args...)
+		cmd.Path, _ = exec.LookPath("nsenter")
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return result{out.String(), errb.String(), code}
+	}
+	const name = "hull-web"
+	res := inHost("run", "-d", "--name", name, "-p", "8080:80", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768",
+		podmanImage, "sh", "-c", "mkdir -p /www && echo hello-from-podman > /www/index.html && exec httpd -f -p 80 -h /www")
+	if res.code != 0 {
+		t.Fatalf("podman run -p 8080:80: exit %d: %s", res.code, res.stderr)
+	}
+	got := httpGet(t, []string{"nsenter", "--net=/var/run/netns/" + ns}, "192.0.2.1", 8080)
+	if !strings.HasSuffix(got, "\r\n\r\nhello-from-podman\n") {
+		t.Errorf("fetched %q through the published port", got)
+	}
+	ip := strings.TrimSpace(inHost("inspect", "--format", "{{.NetworkSettings.IPAddress}}", name).stdout)
+	addr := inHost("exec", name, "ip", "-o", "-4", "addr", "show", "eth0")
+	t.Logf("podman says %s; in the VM: %s", ip, addr.stdout)
+	if ip == "" || !strings.Contains(addr.stdout, "inet "+ip+"/") {
+		t.Errorf("container ip %q, eth0 in the VM: %q %q", ip, addr.stdout, addr.stderr)
+	}
+	if res := inHost("rm", "--force", "--time", "5", name); res.code != 0 {
+		t.Errorf("podman rm: %s", res.stderr)
+	}
 }
 
 // waitLogs waits until the container's log is want.

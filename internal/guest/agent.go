@@ -149,8 +149,11 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 	if _, ok := a.containers[r.ContainerId]; ok {
 		return nil, status.Errorf(codes.AlreadyExists, "container %s already exists", r.ContainerId)
 	}
-	spec, err := guestSpec(r.ContainerId, r.OciSpec, a.initPid)
+	spec, netSysctls, err := guestSpec(r.ContainerId, r.OciSpec, a.initPid)
 	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
+	}
+	if err := applySysctls(netSysctls); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
 	}
 	if _, err := os.Stat(spec.Root.Path); err != nil {

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -34,19 +36,19 @@ var podNamespaces = map[specs.LinuxNamespaceType]string{
 // its sandbox container in the guest instead, found by sandboxPid.
 // Seccomp is not applied inside the guest (the VM is the isolation
 // boundary, as in Kata's default disable_guest_seccomp).
-func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (*specs.Spec, error) {
+func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (_ *specs.Spec, netSysctls map[string]string, err error) {
 	var s specs.Spec
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, fmt.Errorf("decoding spec: %w", err)
+		return nil, nil, fmt.Errorf("decoding spec: %w", err)
 	}
 	if s.Process == nil {
-		return nil, errors.New("spec has no process")
+		return nil, nil, errors.New("spec has no process")
 	}
 	if len(s.Process.Args) == 0 {
-		return nil, errors.New("spec process has no args")
+		return nil, nil, errors.New("spec process has no args")
 	}
 	if s.Root == nil || !filepath.IsAbs(s.Root.Path) {
-		return nil, errors.New("spec root must be an absolute guest path")
+		return nil, nil, errors.New("spec root must be an absolute guest path")
 	}
 	if s.Linux == nil {
 		s.Linux = &specs.Linux{}
@@ -56,7 +58,7 @@ func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (*
 		if sid := s.Annotations[annotationSandboxID]; sid != "" && sid != id {
 			pid, ok := sandboxPid(sid)
 			if !ok {
-				return nil, fmt.Errorf("pod sandbox %s is not running in this guest", sid)
+				return nil, nil, fmt.Errorf("pod sandbox %s is not running in this guest", sid)
 			}
 			sandboxInit = pid
 		}
@@ -77,13 +79,27 @@ func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (*
 		namespaces = append(namespaces, ns)
 	}
 	s.Linux.Namespaces = namespaces
+	// Network sysctls are the guest network's, which every container of
+	// the pod shares: applySysctls sets them there, not libcontainer.
+	for k := range s.Linux.Sysctl {
+		if !validSysctl(k) {
+			return nil, nil, fmt.Errorf("invalid sysctl name %q", k)
+		}
+		if strings.HasPrefix(k, "net.") {
+			if netSysctls == nil {
+				netSysctls = map[string]string{}
+			}
+			netSysctls[k] = s.Linux.Sysctl[k]
+			delete(s.Linux.Sysctl, k)
+		}
+	}
 	s.Linux.CgroupsPath = "/hull/" + id
 	s.Linux.Seccomp = nil
 	s.Linux.MountLabel = ""
 	s.Process.ApparmorProfile = ""
 	s.Process.SelinuxLabel = ""
 	s.Hooks = nil
-	return &s, nil
+	return &s, netSysctls, nil
 }
 
 func libcontainerConfig(id string, s *specs.Spec) (*configs.Config, error) {
@@ -149,4 +165,28 @@ var rlimits = map[string]int{
 	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
 	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
 	"RLIMIT_STACK":      unix.RLIMIT_STACK,
+}
+
+// validSysctl accepts a dotted sysctl name that stays below /proc/sys.
+func validSysctl(k string) bool {
+	if k == "" || strings.ContainsAny(k, "/\x00") {
+		return false
+	}
+	for _, part := range strings.Split(k, ".") {
+		if part == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// applySysctls writes sysctls to /proc/sys of the guest.
+func applySysctls(sysctls map[string]string) error {
+	for k, v := range sysctls {
+		path := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
+		if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+			return fmt.Errorf("setting sysctl %s: %w", k, err)
+		}
+	}
+	return nil
 }

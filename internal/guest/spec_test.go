@@ -16,12 +16,19 @@ func TestGuestSpec(t *testing.T) {
 			CgroupsPath: "/host/slice",
 			Namespaces:  []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: "/var/run/netns/host"}, {Type: specs.PIDNamespace}},
 			Seccomp:     &specs.LinuxSeccomp{DefaultAction: specs.ActErrno},
+			Sysctl:      map[string]string{"net.ipv4.ping_group_range": "0 0", "kernel.msgmax": "8192"},
 		},
 	}
 	raw, _ := json.Marshal(in)
-	s, err := guestSpec("c1", raw, noSandbox)
+	s, sysctls, err := guestSpec("c1", raw, noSandbox)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(sysctls) != 1 || sysctls["net.ipv4.ping_group_range"] != "0 0" {
+		t.Errorf("network sysctls for the guest %v", sysctls)
+	}
+	if len(s.Linux.Sysctl) != 1 || s.Linux.Sysctl["kernel.msgmax"] != "8192" {
+		t.Errorf("sysctls left to libcontainer %v, want the ipc one", s.Linux.Sysctl)
 	}
 	if s.Linux.CgroupsPath != "/hull/c1" {
 		t.Errorf("cgroups path %q", s.Linux.CgroupsPath)
@@ -44,12 +51,14 @@ func TestGuestSpec(t *testing.T) {
 
 func TestGuestSpecRejects(t *testing.T) {
 	for name, raw := range map[string]string{
-		"garbage":       `{"process":`,
-		"no process":    `{"root":{"path":"/r"}}`,
-		"no args":       `{"root":{"path":"/r"},"process":{"args":[]}}`,
-		"relative root": `{"root":{"path":"r"},"process":{"args":["sh"]}}`,
+		"garbage":           `{"process":`,
+		"no process":        `{"root":{"path":"/r"}}`,
+		"no args":           `{"root":{"path":"/r"},"process":{"args":[]}}`,
+		"relative root":     `{"root":{"path":"r"},"process":{"args":["sh"]}}`,
+		"escaping sysctl":   `{"root":{"path":"/r"},"process":{"args":["sh"]},"linux":{"sysctl":{"net/../../kernel/x":"1"}}}`,
+		"empty sysctl part": `{"root":{"path":"/r"},"process":{"args":["sh"]},"linux":{"sysctl":{"net..x":"1"}}}`,
 	} {
-		if _, err := guestSpec("c1", []byte(raw), noSandbox); err == nil {
+		if _, _, err := guestSpec("c1", []byte(raw), noSandbox); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -94,7 +103,7 @@ func TestGuestSpecJoinsPodNamespaces(t *testing.T) {
 		}},
 	}
 	raw, _ := json.Marshal(in)
-	s, err := guestSpec("c2", raw, func(id string) (int, bool) { return 85, id == "pod1" })
+	s, _, err := guestSpec("c2", raw, func(id string) (int, bool) { return 85, id == "pod1" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +120,7 @@ func TestGuestSpecJoinsPodNamespaces(t *testing.T) {
 			t.Errorf("%s namespace path %q, want %q", ns.Type, ns.Path, p)
 		}
 	}
-	if _, err := guestSpec("c2", raw, noSandbox); err == nil {
+	if _, _, err := guestSpec("c2", raw, noSandbox); err == nil {
 		t.Error("member of a pod whose sandbox is not in the guest accepted")
 	}
 }
