@@ -10,6 +10,8 @@ packages=(
 	runc                           # the peer that `hull bench` compares with
 	podman conmon containernetworking-plugins  # test/podman_test.go: podman with hull as its runtime
 	containerd                     # test/containerd_test.go: ctr and the hull shim
+	docker.io                      # test/docker_test.go: dockerd with hull as a runtime
+	iperf3                         # hull bench net
 	protobuf-compiler libprotobuf-dev  # `make proto`
 	cpio kmod gcc libc6-dev make git ca-certificates
 )

@@ -24,10 +24,7 @@ func WriteBundle(dir string, args []string, mutate func(*specs.Spec)) error {
 	if err := WriteRootfs(filepath.Join(dir, "rootfs")); err != nil {
 		return err
 	}
-	spec := specconv.Example()
-	spec.Process.Terminal = false
-	spec.Process.Args = args
-	spec.Root.Readonly = false
+	spec := Spec(args)
 	if mutate != nil {
 		mutate(spec)
 	}
@@ -83,4 +80,52 @@ func WithoutPIDNamespace(s *specs.Spec) {
 		}
 	}
 	s.Linux.Namespaces = ns
+}
+
+// AddBinary copies the host program at path into rootfs, at the same path,
+// with the shared libraries ldd says it needs, so that a dynamically linked
+// tool (iperf3, fio) runs on the busybox root filesystem.
+func AddBinary(rootfs, path string) error {
+	out, err := exec.Command("ldd", path).Output()
+	if err != nil {
+		// A static binary: "not a dynamic executable", exit 1.
+		if _, ok := err.(*exec.ExitError); !ok {
+			return fmt.Errorf("ldd %s: %w", path, err)
+		}
+		out = nil
+	}
+	files := []string{path}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+		// "/lib64/ld-linux-x86-64.so.2 (0x...)"; the vdso has no file.
+		for _, f := range strings.Fields(line) {
+			if filepath.IsAbs(f) {
+				files = append(files, f)
+			}
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(rootfs, f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Spec is the spec WriteBundle writes: runc's example running args, with a
+// writable root.
+func Spec(args []string) *specs.Spec {
+	spec := specconv.Example()
+	spec.Process.Terminal = false
+	spec.Process.Args = args
+	spec.Root.Readonly = false
+	return spec
 }
