@@ -299,6 +299,18 @@ func TestDocker(t *testing.T) {
 		d.waitContainerGone(t, id)
 	})
 
+	t.Run("RuntimeErrorReachesDocker", func(t *testing.T) {
+		t.Parallel()
+		// Docker reads hull's error from the --log file, as it does runc's.
+		r, id := d.dockerRun(t, []string{"--rm"}, "/no/such/binary")
+		if r.code == 0 || !strings.Contains(r.stderr, "/no/such/binary") {
+			t.Errorf("exit %d, stderr %q: want hull's error naming the missing executable", r.code, r.stderr)
+		}
+		if id != "" {
+			d.waitContainerGone(t, id)
+		}
+	})
+
 	t.Run("Stdin", func(t *testing.T) {
 		t.Parallel()
 		cidfile := filepath.Join(t.TempDir(), "cid")

@@ -62,17 +62,25 @@ func main() {
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
 	if err := app.Run(os.Args); err != nil {
+		code := 1
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) {
-			if msg := err.Error(); msg != "" {
-				fmt.Fprintln(os.Stderr, "hull:", msg)
-			}
-			os.Exit(ec.ExitCode())
+			code = ec.ExitCode()
 		}
-		fmt.Fprintln(os.Stderr, "hull:", err)
-		os.Exit(1)
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "hull:", msg)
+			// containerd's runc shim (docker) reads a failed runtime's
+			// error from the --log file, as runc writes it there too.
+			if logFile {
+				logrus.Error(msg)
+			}
+		}
+		os.Exit(code)
 	}
 }
+
+// logFile is set when logs go to the --log file.
+var logFile bool
 
 // setupLogging sends logs to --log, or to stderr with --debug. Otherwise
 // they are dropped: every failure reaches the user as the one-line error
@@ -97,6 +105,7 @@ func setupLogging(c *cli.Context) error {
 			return fmt.Errorf("opening log file: %w", err)
 		}
 		logrus.SetOutput(f)
+		logFile = true
 	}
 	return nil
 }
