@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -277,5 +278,29 @@ func TestCRIPodNetwork(t *testing.T) {
 	}
 	if strings.Contains(string(out), "hulltap") || strings.Contains(string(out), "ingress") {
 		t.Errorf("taps or redirects left on the host side:\n%s", out)
+	}
+}
+
+// A spec that asks for a new network namespace: the monitor, whose pid
+// hooks get as the container's, has one of its own, so a hook that
+// configures "the container's" network (docker's libnetwork-setkey) never
+// touches the host's.
+func TestCreateMonitorOwnNetns(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	b := makeBundle(t, []string{"sleep", "600"}, nil)
+	if r := h.run(t, nil, "create", "--bundle", b, "ownns"); r.code != 0 {
+		t.Fatalf("create: %d %s", r.code, r.stderr)
+	}
+	defer h.run(t, nil, "delete", "--force", "ownns")
+	var st struct{ Pid int }
+	if err := json.Unmarshal([]byte(h.run(t, nil, "state", "ownns").stdout), &st); err != nil || st.Pid == 0 {
+		t.Fatalf("state: %v", err)
+	}
+	mine, err1 := os.Readlink("/proc/self/ns/net")
+	its, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", st.Pid))
+	if err1 != nil || err2 != nil || mine == its {
+		t.Errorf("monitor's network namespace %q (%v), the host's %q (%v): want its own", its, err2, mine, err1)
 	}
 }

@@ -85,8 +85,9 @@ func globalArgs(c *cli.Context, cfg *config.Config) []string {
 // the monitor outlives us. It inherits our stdio, which is the process's,
 // unless the process has a terminal: then the pty sent to the console
 // socket is, and a caller that reads our output to its end (containerd's
-// runc shim) must not wait for the monitor's exit.
-func spawnMonitor(c *cli.Context, cfg *config.Config, args []string, terminal bool) (int, error) {
+// runc shim) must not wait for the monitor's exit. cloneflags are
+// namespaces the monitor gets of its own.
+func spawnMonitor(c *cli.Context, cfg *config.Config, args []string, terminal bool, cloneflags uintptr) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -103,7 +104,7 @@ func spawnMonitor(c *cli.Context, cfg *config.Config, args []string, terminal bo
 	cmd.ExtraFiles = []*os.File{w}
 	// Its own session: signals to our process group (a ^C on the terminal
 	// that ran `hull create`) are not the container's.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: cloneflags}
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return 0, fmt.Errorf("starting monitor: %w", err)

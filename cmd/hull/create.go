@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -48,7 +49,15 @@ func createOrRun(c *cli.Context, start bool) error {
 	if start {
 		args = append(args, "--start")
 	}
-	pid, err := spawnMonitor(c, cfg, append(args, id), b.Spec.Process.Terminal)
+	// A spec that asks for a new network namespace gets one for its monitor
+	// too: hooks given the monitor's pid as the container's (docker's
+	// libnetwork-setkey) then work on a namespace of their own, never the
+	// host's.
+	var cloneflags uintptr
+	if path, err := oci.NetworkNamespace(b.Spec); err == nil && path == "" {
+		cloneflags = syscall.CLONE_NEWNET
+	}
+	pid, err := spawnMonitor(c, cfg, append(args, id), b.Spec.Process.Terminal, cloneflags)
 	if err != nil {
 		return err
 	}

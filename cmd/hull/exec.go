@@ -105,7 +105,7 @@ func detachExec(c *cli.Context, cfg *config.Config, id, eid string, p *specs.Pro
 	if s := c.String("console-socket"); s != "" {
 		args = append(args, "--console-socket", s)
 	}
-	pid, err := spawnMonitor(c, cfg, append(args, id), p.Terminal)
+	pid, err := spawnMonitor(c, cfg, append(args, id), p.Terminal, 0)
 	if err != nil {
 		return err
 	}
