@@ -79,7 +79,7 @@ func Setup(nsPath string) (_ *Network, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink in %s: %w", nsPath, err)
 	}
-	defer h.Delete()
+	defer h.Close()
 	n := &Network{NSPath: nsPath}
 	defer func() {
 		if err != nil {
@@ -239,7 +239,7 @@ func (n *Network) Teardown() error {
 	if err != nil {
 		return fmt.Errorf("netlink in %s: %w", n.NSPath, err)
 	}
-	defer h.Delete()
+	defer h.Close()
 	return n.teardown(h)
 }
 

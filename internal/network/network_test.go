@@ -57,7 +57,7 @@ func handleAt(t *testing.T, path string) *netlink.Handle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.Delete)
+	t.Cleanup(h.Close)
 	return h
 }
 
