@@ -354,11 +354,7 @@ func (n *netBencher) podToPod(ctx context.Context, _ int) (float64, error) {
 // WriteText writes the report as a table per path.
 func (r *NetReport) WriteText(w io.Writer) error {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "machine: %d CPUs, %s, %s; hull %s; %s\n",
-		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Accel, r.Version, r.Date.Format("2006-01-02 15:04:05 MST"))
-	for _, u := range r.Unavailable {
-		fmt.Fprintf(&b, "%s: unavailable: %s\n", u.Runtime, u.Reason)
-	}
+	writeHeader(&b, r.Machine, r.Version, r.Date, r.Unavailable)
 	for _, m := range r.Measures {
 		fmt.Fprintf(&b, "\n%s: iperf3, %d s a run, receiver's throughput\n", m.Title, r.Seconds)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)

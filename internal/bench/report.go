@@ -132,11 +132,7 @@ func cpuModel(cpuinfo string) string {
 // WriteText writes the report as a header line and a table per measure.
 func (r *Report) WriteText(w io.Writer) error {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "machine: %d CPUs, %s, %s; hull %s; %s\n",
-		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Accel, r.Version, r.Date.Format("2006-01-02 15:04:05 MST"))
-	for _, u := range r.Unavailable {
-		fmt.Fprintf(&b, "%s: unavailable: %s\n", u.Runtime, u.Reason)
-	}
+	writeHeader(&b, r.Machine, r.Version, r.Date, r.Unavailable)
 	for _, m := range r.Measures {
 		fmt.Fprintf(&b, "\n%s: %s\n", m.Title, m.About)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
@@ -153,6 +149,16 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// writeHeader writes the lines every report starts with: where, what and
+// when it was measured, and which runtimes could not be.
+func writeHeader(b *bytes.Buffer, m Machine, version string, date time.Time, unavailable []Unavailable) {
+	fmt.Fprintf(b, "machine: %d CPUs, %s, %s; hull %s; %s\n",
+		m.CPUs, m.CPUModel, m.Accel, version, date.Format("2006-01-02 15:04:05 MST"))
+	for _, u := range unavailable {
+		fmt.Fprintf(b, "%s: unavailable: %s\n", u.Runtime, u.Reason)
+	}
 }
 
 // FormatDuration prints d with three or four significant digits, in
