@@ -82,14 +82,16 @@ func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (_
 	// Network sysctls are the guest network's, which every container of
 	// the pod shares: applySysctls sets them there, not libcontainer.
 	for k := range s.Linux.Sysctl {
-		if !validSysctl(k) {
+		// runc takes "net.ipv4.x" and "net/ipv4/x" alike.
+		name := strings.ReplaceAll(k, "/", ".")
+		if !validSysctl(name) {
 			return nil, nil, fmt.Errorf("invalid sysctl name %q", k)
 		}
-		if strings.HasPrefix(k, "net.") {
+		if strings.HasPrefix(name, "net.") {
 			if netSysctls == nil {
 				netSysctls = map[string]string{}
 			}
-			netSysctls[k] = s.Linux.Sysctl[k]
+			netSysctls[name] = s.Linux.Sysctl[k]
 			delete(s.Linux.Sysctl, k)
 		}
 	}
@@ -167,7 +169,8 @@ var rlimits = map[string]int{
 	"RLIMIT_STACK":      unix.RLIMIT_STACK,
 }
 
-// validSysctl accepts a dotted sysctl name that stays below /proc/sys.
+// validSysctl accepts a dotted sysctl name that stays below /proc/sys:
+// no empty part, so no "..", once slashes are read as dots.
 func validSysctl(k string) bool {
 	if k == "" || strings.ContainsAny(k, "/\x00") {
 		return false

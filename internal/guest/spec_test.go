@@ -16,7 +16,7 @@ func TestGuestSpec(t *testing.T) {
 			CgroupsPath: "/host/slice",
 			Namespaces:  []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: "/var/run/netns/host"}, {Type: specs.PIDNamespace}},
 			Seccomp:     &specs.LinuxSeccomp{DefaultAction: specs.ActErrno},
-			Sysctl:      map[string]string{"net.ipv4.ping_group_range": "0 0", "kernel.msgmax": "8192"},
+			Sysctl:      map[string]string{"net.ipv4.ping_group_range": "0 0", "net/ipv4/ip_forward": "1", "kernel.msgmax": "8192"},
 		},
 	}
 	raw, _ := json.Marshal(in)
@@ -24,7 +24,7 @@ func TestGuestSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sysctls) != 1 || sysctls["net.ipv4.ping_group_range"] != "0 0" {
+	if len(sysctls) != 2 || sysctls["net.ipv4.ping_group_range"] != "0 0" || sysctls["net.ipv4.ip_forward"] != "1" {
 		t.Errorf("network sysctls for the guest %v", sysctls)
 	}
 	if len(s.Linux.Sysctl) != 1 || s.Linux.Sysctl["kernel.msgmax"] != "8192" {
