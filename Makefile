@@ -2,13 +2,14 @@
 GO        ?= go
 BIN       ?= bin
 IMAGE_DIR ?= /var/lib/hull/image
+IMAGE_9P_DIR ?= $(IMAGE_DIR)-9p
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 AGENT_LDFLAGS := -s -w -extldflags "-static" -X github.com/hullrt/hull/internal/guest.Version=$(VERSION)
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build hull agent shim crictl image test unit integration demo proto lint clean help
+.PHONY: all deps build hull agent shim crictl image image-9p test unit integration demo proto lint clean help
 
 all: build
 
@@ -34,11 +35,15 @@ crictl: ## build crictl from source into $(BIN) (skipped when there)
 image: build ## build the guest image (kernel + initrd) into $(IMAGE_DIR)
 	$(BIN)/hull image build --output $(IMAGE_DIR)
 
+# The cloud kernel has no 9p: this image boots the generic kernel.
+image-9p: build ## build a guest image that mounts virtio-9p (generic kernel) into $(IMAGE_9P_DIR)
+	$(BIN)/hull image build --shared-fs virtio-9p --output $(IMAGE_9P_DIR)
+
 unit: ## unit tests (no root, no VMs)
 	$(GO) test ./...
 
-integration: deps image crictl ## integration tests: real QEMU VMs (root)
-	HULL_TEST_BIN=$(abspath $(BIN)) HULL_TEST_IMAGE_DIR=$(IMAGE_DIR) $(GO) test -count=1 -v -timeout 30m ./test/...
+integration: deps image image-9p crictl ## integration tests: real QEMU VMs (root)
+	HULL_TEST_BIN=$(abspath $(BIN)) HULL_TEST_IMAGE_DIR=$(IMAGE_DIR) HULL_TEST_IMAGE_9P_DIR=$(IMAGE_9P_DIR) $(GO) test -count=1 -v -timeout 30m ./test/...
 
 test: unit integration ## everything CI runs
 

@@ -6,12 +6,14 @@ set -euo pipefail
 packages=(
 	qemu-system-x86 qemu-utils     # the VMM, with /usr/lib/qemu/virtiofsd
 	linux-image-cloud-amd64        # the default guest kernel
+	linux-image-amd64              # the generic kernel: has 9p, for images with storage.shared_fs = "virtio-9p"
 	busybox-static                 # test and demo root filesystems
 	runc                           # the peer that `hull bench` compares with
 	podman conmon containernetworking-plugins  # test/podman_test.go: podman with hull as its runtime
 	containerd                     # test/containerd_test.go: ctr and the hull shim
 	docker.io                      # test/docker_test.go: dockerd with hull as a runtime
 	iperf3                         # hull bench net
+	fio                            # hull bench io
 	protobuf-compiler libprotobuf-dev  # `make proto`
 	cpio kmod gcc libc6-dev make git ca-certificates
 )

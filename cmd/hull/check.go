@@ -73,20 +73,69 @@ func hostChecks(cfg *config.Config) []finding {
 	} else {
 		out = append(out, finding{"info", "no /dev/vhost-vsock: agent channel over virtio-serial"})
 	}
-	if cfg.Storage.SharedFS == "virtio-fs" {
-		_, err := os.Stat(cfg.Storage.Virtiofsd)
-		add(err == nil, "virtiofsd: "+cfg.Storage.Virtiofsd, "virtiofsd not found at "+cfg.Storage.Virtiofsd+" (storage.virtiofsd)")
-	}
 	img, err := image.Load(cfg.Image.Dir)
 	if err == nil && cfg.Hypervisor.Kernel == img.Kernel {
 		out = append(out, finding{"ok", "guest image: kernel " + img.KernelVersion + " in " + cfg.Image.Dir})
 	} else {
+		img = nil
 		for _, f := range []string{cfg.Hypervisor.Kernel, cfg.Hypervisor.Initrd} {
 			_, err := os.Stat(f)
 			add(err == nil, "guest file: "+f, "guest file missing: "+f+" (run 'hull image build')")
 		}
 	}
+	_, virtiofsdErr := os.Stat(cfg.Storage.Virtiofsd)
+	return append(out, sharedFSChecks(cfg, img, virtiofsdErr)...)
+}
+
+// sharedFSChecks says which shared filesystems can carry the sandbox's
+// share: virtio-fs needs virtiofsd on the host (virtiofsdErr nil) and
+// virtiofs in the guest kernel; virtio-9p, served by QEMU itself, needs 9p
+// in the guest kernel. img is the configured guest image, nil when the
+// kernel is not one that 'hull image build' wrote, whose modules are then
+// unknown. The configured filesystem being unavailable is a failure.
+func sharedFSChecks(cfg *config.Config, img *image.Image, virtiofsdErr error) []finding {
+	var available []string
+	var out []finding
+	if img == nil {
+		out = append(out, finding{"info", "cannot tell which shared filesystems the guest kernel " + cfg.Hypervisor.Kernel + " mounts: not an image from 'hull image build'"})
+	}
+	for _, kind := range image.SharedFSKinds() {
+		var why []string
+		if img != nil {
+			if err := img.CanMount(kind); err != nil {
+				why = append(why, err.Error()+" ("+buildHint(cfg, kind)+")")
+			}
+		}
+		detail := ""
+		if kind == string(hypervisor.VirtioFS) {
+			if virtiofsdErr != nil {
+				why = append(why, "virtiofsd not found at "+cfg.Storage.Virtiofsd+" (storage.virtiofsd; apt-get install qemu-system-x86)")
+			} else {
+				detail = " (virtiofsd " + cfg.Storage.Virtiofsd + ")"
+			}
+		}
+		switch {
+		case len(why) == 0:
+			available = append(available, kind+detail)
+		case kind == cfg.Storage.SharedFS:
+			out = append(out, finding{"FAIL", "storage.shared_fs = " + kind + ", which is not available: " + strings.Join(why, "; ")})
+		default:
+			out = append(out, finding{"info", kind + " not available: " + strings.Join(why, "; ")})
+		}
+	}
+	if len(available) > 0 {
+		out = append([]finding{{"ok", "shared filesystems: " + strings.Join(available, ", ")}}, out...)
+	}
 	return out
+}
+
+// buildHint says how to get an image whose kernel mounts kind.
+func buildHint(cfg *config.Config, kind string) string {
+	if kind == string(hypervisor.Virtio9P) {
+		dir := cfg.Image.Dir + "-9p"
+		return "build an image from linux-image-amd64: hull image build --shared-fs virtio-9p --output " + dir + ", and set image.dir = \"" + dir + "\""
+	}
+	return "build an image with it: hull image build --shared-fs " + kind
 }
 
 func qemuVersion(path string) string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -21,6 +22,7 @@ var imageCommand = &cli.Command{
 			&cli.StringFlag{Name: "kernel-version", Usage: "installed kernel to use (default: image.kernel_version, else the newest cloud kernel)"},
 			&cli.StringFlag{Name: "agent", Usage: "hull-agent binary (default: image.agent, else next to hull)"},
 			&cli.StringFlag{Name: "output", Usage: "output directory (default: image.dir)"},
+			&cli.StringFlag{Name: "shared-fs", Usage: "shared filesystem the guest must mount, virtio-fs or virtio-9p; without --kernel-version it picks the kernel (default: storage.shared_fs)"},
 			&cli.BoolFlag{Name: "force", Usage: "rebuild even if the image is up to date"},
 		},
 		Action: func(c *cli.Context) error {
@@ -32,6 +34,7 @@ var imageCommand = &cli.Command{
 				KernelVersion: firstNonEmpty(c.String("kernel-version"), cfg.Image.KernelVersion),
 				AgentPath:     firstNonEmpty(c.String("agent"), agentPath(cfg)),
 				OutputDir:     firstNonEmpty(c.String("output"), cfg.Image.Dir),
+				SharedFS:      firstNonEmpty(c.String("shared-fs"), cfg.Storage.SharedFS),
 				Force:         c.Bool("force"),
 				Progress:      os.Stderr,
 			}
@@ -43,7 +46,8 @@ var imageCommand = &cli.Command{
 			if img.Cached {
 				state = "up to date"
 			}
-			fmt.Printf("guest image %s: kernel %s\n  kernel: %s\n  initrd: %s\n  digest: %s\n", state, img.KernelVersion, img.Kernel, img.Initrd, img.Digest)
+			fmt.Printf("guest image %s: kernel %s\n  kernel: %s\n  initrd: %s\n  digest: %s\n  shared filesystems: %s\n",
+				state, img.KernelVersion, img.Kernel, img.Initrd, img.Digest, strings.Join(img.SharedFS, ", "))
 			return nil
 		},
 	}},

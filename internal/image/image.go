@@ -15,18 +15,24 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // Options says what to build the image from and where to put it.
 type Options struct {
 	// KernelVersion is the kernel to boot, as in /boot/vmlinuz-<version>.
 	// Empty picks the newest cloud kernel (vmlinuz-*-cloud-amd64), or else
-	// the newest kernel.
+	// the newest kernel; with SharedFS set, the first of those that has
+	// what SharedFS needs.
 	KernelVersion string
 	BootDir       string // default "/boot"
 	ModulesDir    string // default "/lib/modules"
 	AgentPath     string // the hull-agent binary; required
 	OutputDir     string // where the image goes; required, created when missing
+	// SharedFS, if set, is the shared filesystem ("virtio-fs",
+	// "virtio-9p") the guest must be able to mount: its modules become
+	// required, and they decide the kernel when KernelVersion is empty.
+	SharedFS string
 	// Modules names the kernel modules to include; their dependencies are
 	// added. A name ending in "?" is optional: it is skipped, with a note,
 	// when the kernel lacks it. Nil means DefaultModules.
@@ -60,7 +66,11 @@ type Image struct {
 	KernelVersion string   // e.g. 6.1.0-56-cloud-amd64
 	Digest        string   // SHA-256 (hex) of everything the image is built from
 	Modules       []string // modules in the initrd, in load order
-	Cached        bool     // true when the image on disk was reused
+	// SharedFS lists the shared filesystems the guest can mount its share
+	// with ("virtio-fs", "virtio-9p"): their modules are in the initrd or
+	// built into the kernel.
+	SharedFS []string
+	Cached   bool // true when the image on disk was reused
 }
 
 var (
@@ -105,7 +115,23 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 		}
 	}
 
-	kver, kernelPath, err := findKernel(o.BootDir, o.KernelVersion)
+	var need *sharedFS
+	if o.SharedFS != "" {
+		s, err := lookupSharedFS(o.SharedFS)
+		if err != nil {
+			return nil, err
+		}
+		need = &s
+		o.Modules = requireModules(o.Modules, s.modules)
+	}
+
+	var kver, kernelPath string
+	var err error
+	if need != nil && o.KernelVersion == "" {
+		kver, kernelPath, err = kernelFor(o.BootDir, o.ModulesDir, *need)
+	} else {
+		kver, kernelPath, err = findKernel(o.BootDir, o.KernelVersion)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +142,9 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 		return nil, fmt.Errorf("kernel modules for %s: %w", kver, err)
 	}
 	mods, err := table.resolve(o.Modules, kver, note)
+	if need != nil && errors.Is(err, ErrModuleNotFound) {
+		err = fmt.Errorf("%w (%s needs a kernel with %s, such as %s's)", err, need.kind, need.fs, need.pkg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +174,7 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 	for i, m := range mods {
 		img.Modules[i] = m.name
 	}
+	img.SharedFS = mountable(func(m string) bool { return slices.Contains(img.Modules, m) || table.builtin[m] })
 	note("%d modules, digest %s", len(mods), img.Digest)
 
 	if !o.Force {
@@ -207,6 +237,7 @@ func write(ctx context.Context, dir, kernelPath string, initrd []byte, img *Imag
 		KernelVersion: img.KernelVersion,
 		Digest:        img.Digest,
 		Modules:       img.Modules,
+		SharedFS:      img.SharedFS,
 		Kernel:        kernelFile,
 		Initrd:        initrdFile,
 	}

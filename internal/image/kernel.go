@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -23,38 +24,71 @@ func findKernel(bootDir, version string) (kver, path string, err error) {
 		}
 		return version, path, nil
 	}
+	kvers, err := installedKernels(bootDir)
+	if err != nil {
+		return "", "", err
+	}
+	return kvers[0], filepath.Join(bootDir, "vmlinuz-"+kvers[0]), nil
+}
+
+// installedKernels lists the versions of the kernels in bootDir, best
+// first: cloud kernels before the others, newest first among each. The
+// error wraps ErrNoKernel when there is none.
+func installedKernels(bootDir string) ([]string, error) {
 	noKernel := &notFoundError{
 		msg: fmt.Sprintf("no kernel found in %s (install linux-image-cloud-amd64)", bootDir),
 		err: ErrNoKernel,
 	}
 	ents, err := os.ReadDir(bootDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", "", noKernel
+		return nil, noKernel
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("looking for a kernel: %w", err)
+		return nil, fmt.Errorf("looking for a kernel: %w", err)
 	}
-	var newest, newestCloud string
+	var kvers []string
 	for _, e := range ents {
 		v, ok := strings.CutPrefix(e.Name(), "vmlinuz-")
-		if !ok || v == "" || e.IsDir() {
+		if ok && v != "" && !e.IsDir() {
+			kvers = append(kvers, v)
+		}
+	}
+	if len(kvers) == 0 {
+		return nil, noKernel
+	}
+	isCloud := func(v string) bool { return strings.HasSuffix(v, "-cloud-amd64") }
+	slices.SortFunc(kvers, func(a, b string) int {
+		if isCloud(a) != isCloud(b) {
+			if isCloud(a) {
+				return -1
+			}
+			return 1
+		}
+		return compareVersions(b, a)
+	})
+	return kvers, nil
+}
+
+// kernelFor returns the best installed kernel whose modules let a guest
+// mount its share with s.
+func kernelFor(bootDir, modulesDir string, s sharedFS) (kver, path string, err error) {
+	kvers, err := installedKernels(bootDir)
+	if err != nil {
+		return "", "", err
+	}
+	for _, v := range kvers {
+		t, err := readModuleTable(filepath.Join(modulesDir, v))
+		if err != nil {
 			continue
 		}
-		if newest == "" || compareVersions(v, newest) > 0 {
-			newest = v
-		}
-		if strings.HasSuffix(v, "-cloud-amd64") && (newestCloud == "" || compareVersions(v, newestCloud) > 0) {
-			newestCloud = v
+		if !slices.ContainsFunc(s.modules, func(m string) bool { return !t.has(m) }) {
+			return v, filepath.Join(bootDir, "vmlinuz-"+v), nil
 		}
 	}
-	kver = newestCloud
-	if kver == "" {
-		kver = newest
+	return "", "", &notFoundError{
+		msg: fmt.Sprintf("no kernel in %s has %s, which %s needs (install %s)", bootDir, s.fs, s.kind, s.pkg),
+		err: ErrNoKernel,
 	}
-	if kver == "" {
-		return "", "", noKernel
-	}
-	return kver, filepath.Join(bootDir, "vmlinuz-"+kver), nil
 }
 
 // compareVersions orders kernel versions the way people read them: runs of

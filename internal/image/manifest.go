@@ -33,6 +33,10 @@ type manifest struct {
 	Modules       []string `json:"modules"`
 	Kernel        string   `json:"kernel"` // file name in the output directory
 	Initrd        string   `json:"initrd"` // file name in the output directory
+	// SharedFS is Image.SharedFS. Images from builders that did not write
+	// it get it from Modules, which misses filesystems built into the
+	// kernel.
+	SharedFS []string `json:"sharedFS,omitempty"`
 }
 
 // Load returns the image that Build last wrote to outputDir. The error
@@ -55,7 +59,11 @@ func Load(outputDir string) (*Image, error) {
 		KernelVersion: m.KernelVersion,
 		Digest:        m.Digest,
 		Modules:       m.Modules,
+		SharedFS:      m.SharedFS,
 		Cached:        true,
+	}
+	if img.SharedFS == nil {
+		img.SharedFS = mountable(func(mod string) bool { return slices.Contains(m.Modules, mod) })
 	}
 	for _, p := range []string{img.Kernel, img.Initrd} {
 		if _, err := os.Stat(p); err != nil {
