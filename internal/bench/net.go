@@ -141,14 +141,8 @@ func RunNet(ctx context.Context, o NetOptions) (*NetReport, error) {
 }
 
 func netResult(runtime string, samples []float64) NetResult {
-	s := slices.Clone(samples)
-	slices.Sort(s)
-	n := len(s)
-	med := s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return NetResult{Runtime: runtime, Median: med, Min: s[0], Max: s[n-1], Samples: samples}
+	r := summarizeFloats(samples)
+	return NetResult{Runtime: runtime, Median: r.Median, Min: r.Min, Max: r.Max, Samples: samples}
 }
 
 func withNetRatios(res []NetResult) []NetResult {

@@ -82,6 +82,19 @@ func Summarize(samples []time.Duration) Stats {
 	return Stats{Median: med, Min: s[0], Max: s[n-1], Runs: n}
 }
 
+// summarizeFloats is Summarize for throughputs; samples must not be
+// empty.
+func summarizeFloats(samples []float64) Rates {
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return Rates{Median: med, Min: s[0], Max: s[n-1], Samples: samples}
+}
+
 // Ratio returns d/base, or 0 without a base.
 func Ratio(d, base time.Duration) float64 {
 	if base <= 0 {
