@@ -71,7 +71,7 @@ func toStats(r *agent.StatsContainerResponse) *stats {
 
 var eventsCommand = &cli.Command{
 	Name:      "events",
-	Usage:     "print container resource statistics as JSON events, every interval",
+	Usage:     "print container resource statistics, and OOM kills, as JSON events",
 	ArgsUsage: "<container-id>",
 	Flags: []cli.Flag{
 		&cli.DurationFlag{Name: "interval", Value: 5 * time.Second, Usage: "time between stats events"},
@@ -91,6 +91,24 @@ var eventsCommand = &cli.Command{
 		}
 		defer client.Close()
 		enc := json.NewEncoder(os.Stdout)
+		// OOM kills in the guest arrive as "oom" events, as runc's do.
+		oom := make(chan struct{}, 1)
+		if !c.Bool("stats") {
+			go func() {
+				for {
+					victim, err := client.WaitOOM(c.Context)
+					if err != nil {
+						return // the container or its VM is gone
+					}
+					if victim == id {
+						select {
+						case oom <- struct{}{}:
+						default:
+						}
+					}
+				}
+			}()
+		}
 		for {
 			r, err := client.Stats(c.Context, id)
 			if err != nil {
@@ -105,10 +123,18 @@ var eventsCommand = &cli.Command{
 			if c.Bool("stats") {
 				return nil
 			}
-			select {
-			case <-time.After(c.Duration("interval")):
-			case <-c.Context.Done():
-				return nil
+			next := time.After(c.Duration("interval"))
+			for waiting := true; waiting; {
+				select {
+				case <-next:
+					waiting = false
+				case <-oom:
+					if err := enc.Encode(event{Type: "oom", ID: id}); err != nil {
+						return err
+					}
+				case <-c.Context.Done():
+					return nil
+				}
 			}
 		}
 	},
