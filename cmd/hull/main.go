@@ -29,7 +29,7 @@ func main() {
 			&cli.BoolFlag{Name: "debug", Usage: "enable debug logging, also inside the guest"},
 			&cli.StringFlag{Name: "log", Usage: "log file (default stderr)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
-			&cli.BoolFlag{Name: "systemd-cgroup", Usage: "accepted for runc compatibility (cgroups are managed inside the guest)"},
+			&cli.BoolFlag{Name: "systemd-cgroup", Usage: "accepted for runc compatibility (the form of linux.cgroupsPath says which driver's it is)"},
 			&cli.StringFlag{Name: "rootless", Usage: "accepted for runc compatibility (hull runs as root)"},
 			&cli.StringFlag{Name: "criu", Hidden: true, Usage: "accepted for runc compatibility"},
 		},

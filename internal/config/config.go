@@ -36,6 +36,10 @@ type Config struct {
 type Runtime struct {
 	// Root holds the state of running sandboxes (runc's --root).
 	Root string `toml:"root"`
+	// SandboxCgroup puts the VMM, its helpers and the monitor or shim in
+	// the host cgroup the sandbox's spec names (linux.cgroupsPath), so that
+	// the host's accounting sees what the VM costs.
+	SandboxCgroup bool `toml:"sandbox_cgroup"`
 }
 
 // Hypervisor configures the VMM and the VM it starts.
@@ -106,7 +110,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Default returns the built-in configuration.
 func Default() *Config {
 	return &Config{
-		Runtime: Runtime{Root: "/run/hull"},
+		Runtime: Runtime{Root: "/run/hull", SandboxCgroup: true},
 		Hypervisor: Hypervisor{
 			Accel:       "auto",
 			Machine:     "q35",

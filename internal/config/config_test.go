@@ -56,6 +56,17 @@ func TestLoad(t *testing.T) {
 		{name: "bad shared fs", body: "[storage]\nshared_fs = \"nfs\"\n", wantErr: "storage.shared_fs"},
 		{name: "syntax error", body: "[hypervisor\n", wantErr: "loading config"},
 		{name: "relative root", body: "[runtime]\nroot = \"run\"\n", wantErr: "runtime.root"},
+		{name: "sandbox cgroup on by default", body: "[runtime]\n", check: func(t *testing.T, c *Config) {
+			if !c.Runtime.SandboxCgroup {
+				t.Error("runtime.sandbox_cgroup is off by default")
+			}
+		}},
+		{name: "sandbox cgroup off", body: "[runtime]\nsandbox_cgroup = false\n", check: func(t *testing.T, c *Config) {
+			if c.Runtime.SandboxCgroup {
+				t.Error("runtime.sandbox_cgroup = false not applied")
+			}
+		}},
+		{name: "sandbox cgroup not a bool", body: "[runtime]\nsandbox_cgroup = \"yes\"\n", wantErr: "sandbox_cgroup"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

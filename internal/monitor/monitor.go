@@ -157,7 +157,11 @@ func (m *monitor) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sb, err := sandbox.Create(ctx, cfg, o.ID, o.Root.SandboxDir(o.ID), sandbox.WithNetNS(netns))
+	var cgroupsPath string
+	if o.Bundle.Spec.Linux != nil {
+		cgroupsPath = o.Bundle.Spec.Linux.CgroupsPath
+	}
+	sb, err := sandbox.Create(ctx, cfg, o.ID, o.Root.SandboxDir(o.ID), sandbox.WithNetNS(netns), sandbox.WithCgroup(cgroupsPath))
 	if err != nil {
 		return err
 	}
@@ -312,7 +316,9 @@ func (m *monitor) teardown() {
 	}
 	if m.sb != nil {
 		t := time.Now()
-		m.sb.Destroy(context.Background())
+		if err := m.sb.Destroy(context.Background()); err != nil {
+			logrus.WithError(err).Warn("tearing the sandbox down")
+		}
 		logrus.Debugf("phase %-16s %v", "teardown", time.Since(t))
 	}
 }

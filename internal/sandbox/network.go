@@ -2,10 +2,12 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
 	agent "github.com/hullrt/hull/api/agent/v1"
+	"github.com/hullrt/hull/internal/hostcgroup"
 	"github.com/hullrt/hull/internal/hypervisor"
 	"github.com/hullrt/hull/internal/network"
 	"github.com/hullrt/hull/internal/storage"
@@ -88,8 +90,9 @@ func guestNetwork(n *network.Network) guestNetworkRequest {
 }
 
 // Cleanup removes what a sandbox whose runtime crashed left behind in dir:
-// its VMM and helper processes, the redirects in its network namespace and
-// the mounts of its share. The caller removes dir.
+// its VMM and helper processes, the redirects in its network namespace,
+// the mounts of its share and the host cgroup it made. The caller removes
+// dir.
 func Cleanup(dir string) error {
 	hypervisor.KillReferencing(dir + "/")
 	netErr := network.Cleanup(dir)
@@ -97,5 +100,5 @@ func Cleanup(dir string) error {
 	if err := share.Remove(); err != nil {
 		return err
 	}
-	return netErr
+	return errors.Join(netErr, hostcgroup.Cleanup(dir))
 }

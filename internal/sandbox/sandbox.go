@@ -20,6 +20,7 @@ import (
 	"github.com/hullrt/hull/internal/agentclient"
 	"github.com/hullrt/hull/internal/channel"
 	"github.com/hullrt/hull/internal/config"
+	"github.com/hullrt/hull/internal/hostcgroup"
 	"github.com/hullrt/hull/internal/hypervisor"
 	"github.com/hullrt/hull/internal/hypervisor/qemu"
 	"github.com/hullrt/hull/internal/network"
@@ -57,6 +58,11 @@ type Sandbox struct {
 	Guest *agent.VersionResponse
 	// Phases records how long each step took.
 	Phases []Phase
+
+	// cgroupsPath is the host cgroup of the sandbox's processes, "" for
+	// none; cg is that cgroup once joined (cgroup.go).
+	cgroupsPath string
+	cg          *hostcgroup.Cgroup
 }
 
 type step struct {
@@ -85,6 +91,9 @@ func Create(ctx context.Context, cfg *config.Config, id, dir string, opts ...Opt
 	for _, o := range opts {
 		o(s)
 	}
+	if err := s.checkCgroupPath(); err != nil {
+		return nil, err
+	}
 	if err := os.Mkdir(s.Dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("container %q: %w", id, ErrExists)
@@ -94,6 +103,7 @@ func Create(ctx context.Context, cfg *config.Config, id, dir string, opts ...Opt
 	steps := []step{
 		{"check-image", s.checkImage},
 		{"share", s.createShare},
+		{"cgroup", s.joinCgroup},
 		{"virtiofsd", s.startVirtiofsd},
 		{"network", s.setupNetwork},
 		{"vmm", s.startVM},
@@ -407,6 +417,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	if s.fsd != nil {
 		s.fsd.Stop()
 	}
+	errs = append(errs, s.leaveCgroup())
 	if s.net != nil {
 		errs = append(errs, s.net.Teardown())
 		s.net = nil

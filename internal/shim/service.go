@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/hullrt/hull/internal/agentclient"
 	"github.com/hullrt/hull/internal/config"
+	"github.com/hullrt/hull/internal/hostcgroup"
 	"github.com/hullrt/hull/internal/oci"
 	"github.com/hullrt/hull/internal/sandbox"
 )
@@ -155,7 +157,15 @@ func (s *service) vm(ctx context.Context, sandboxID string, spec *specs.Spec) (*
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return nil, err
 	}
-	sb, err := sandbox.Create(ctx, cfg, sandboxID, dir, sandbox.WithNetNS(netns))
+	// The shim joins the pod's cgroup with its VM (docs/design/009).
+	var cgroupsPath string
+	if spec.Linux != nil {
+		cgroupsPath = spec.Linux.CgroupsPath
+	}
+	sb, err := sandbox.Create(ctx, cfg, sandboxID, dir, sandbox.WithNetNS(netns), sandbox.WithCgroup(cgroupsPath))
+	if errors.Is(err, hostcgroup.ErrInvalidPath) {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +212,9 @@ func (s *service) destroyVM() {
 	if s.sb == nil {
 		return
 	}
-	s.sb.Destroy(context.Background())
+	if err := s.sb.Destroy(context.Background()); err != nil {
+		log.L.WithError(err).Warn("tearing the pod's vm down")
+	}
 	s.sb = nil
 	removeEmptyParents(vmDir(s.cfg, s.ns, s.sandboxID))
 }
