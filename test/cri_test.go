@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -340,6 +341,24 @@ func TestCRIPod(t *testing.T) {
 	}
 	if !seen[sleeper] || !seen[logger] {
 		t.Errorf("crictl stats lists %v, want %s and %s", seen, sleeper, logger)
+	}
+	// update: the pod's VM grows by the container's new limits (CPUs and
+	// memory hot-plugged through the shim), its cgroup takes them.
+	probe := cgroupDir + `; nproc; sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo; cat $cg/cpu.max $cg/memory.max`
+	before := strings.Fields(c.must(t, "exec", "-s", sleeper, "sh", "-c", probe))
+	c.must(t, "update", "--cpu-period", "100000", "--cpu-quota", "100000", "--memory", "268435456", sleeper)
+	after := strings.Fields(c.must(t, "exec", "-s", sleeper, "sh", "-c", probe))
+	t.Logf("crictl update --cpu-quota 100000 --memory 256MiB: nproc, MemTotal kB, cpu.max, memory.max: before %q, after %q", before, after)
+	if len(before) != 5 || len(after) != 5 {
+		t.Fatalf("probe in the container: before %q after %q", before, after)
+	}
+	memBefore, _ := strconv.Atoi(before[1])
+	memAfter, _ := strconv.Atoi(after[1])
+	if wantCPUs := strconv.Itoa(min(2, runtime.NumCPU())); after[0] != wantCPUs || before[0] != "1" {
+		t.Errorf("nproc %s before and %s after update, want 1 and %s", before[0], after[0], wantCPUs)
+	}
+	if (memAfter-memBefore)>>10 < 256 || after[2] != "100000" || after[4] != "268435456" {
+		t.Errorf("after update: MemTotal %d -> %d kB, cpu.max %s %s, memory.max %s", memBefore, memAfter, after[2], after[3], after[4])
 	}
 	t.Logf("crictl stats:\n%s", c.must(t, "stats"))
 	t.Logf("crictl pods:\n%s", c.must(t, "pods"))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,5 +101,64 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 			t.Fatalf("no %s within %s", what, timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// `hull update` grows the VM: CPUs and memory are hot-plugged and brought
+// online, and the container's cgroup takes the new limits.
+func TestUpdateHotplug(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	b := makeBundle(t, []string{"sh", "-c", "while :; do sleep 1; done"}, nil)
+	if r := h.run(t, nil, "create", "--bundle", b, "grow"); r.code != 0 {
+		t.Fatalf("create: %s", r.stderr)
+	}
+	defer h.run(t, nil, "delete", "--force", "grow")
+	if r := h.run(t, nil, "start", "grow"); r.code != 0 {
+		t.Fatalf("start: %s", r.stderr)
+	}
+	look := func() (nproc int, memKiB int, cpuMax, memMax string) {
+		t.Helper()
+		r := h.run(t, nil, "exec", "grow", "sh", "-c", cgroupDir+`; nproc; sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo; cat $cg/cpu.max $cg/memory.max`)
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if r.code != 0 || len(lines) != 4 {
+			t.Fatalf("exec: exit %d: %q %s", r.code, r.stdout, r.stderr)
+		}
+		nproc, _ = strconv.Atoi(lines[0])
+		memKiB, _ = strconv.Atoi(lines[1])
+		return nproc, memKiB, lines[2], lines[3]
+	}
+	n0, m0, c0, l0 := look()
+	t.Logf("before update: nproc %d, MemTotal %d kB, cpu.max %q, memory.max %q", n0, m0, c0, l0)
+	if n0 != 1 || c0 != "max 100000" || l0 != "max" {
+		t.Fatalf("before update: nproc %d cpu.max %q memory.max %q", n0, c0, l0)
+	}
+
+	// Bad input is refused and changes nothing.
+	if r := h.run(t, nil, "update", "--cpus", "lots", "grow"); r.code == 0 || !strings.Contains(r.stderr, "--cpus") {
+		t.Errorf("update --cpus lots: exit %d %q", r.code, r.stderr)
+	}
+	if n, m, c, l := look(); n != n0 || m != m0 || c != c0 || l != l0 {
+		t.Errorf("a refused update changed the container: nproc %d MemTotal %d cpu.max %q memory.max %q", n, m, c, l)
+	}
+
+	if r := h.run(t, nil, "update", "--cpus", "2", "--memory", "512m", "grow"); r.code != 0 {
+		t.Fatalf("update: %s", r.stderr)
+	}
+	n1, m1, c1, l1 := look()
+	t.Logf("after update --cpus 2 --memory 512m: nproc %d, MemTotal %d kB, cpu.max %q, memory.max %q", n1, m1, c1, l1)
+	if want := min(2, runtime.NumCPU()); n1 != want {
+		t.Errorf("nproc after update: %d, want %d", n1, want)
+	}
+	if c1 != "200000 100000" || l1 != strconv.Itoa(512<<20) {
+		t.Errorf("cgroup after update: cpu.max %q memory.max %q", c1, l1)
+	}
+	// The base 512 MiB plus the limit, plugged as whole 128 MiB blocks.
+	if grew := (m1 - m0) >> 10; grew < 512 {
+		t.Errorf("MemTotal grew by %d MiB, want at least 512", grew)
+	}
+	if r := h.run(t, nil, "kill", "grow", "KILL"); r.code != 0 {
+		t.Fatalf("kill: %s", r.stderr)
 	}
 }

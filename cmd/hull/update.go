@@ -8,13 +8,19 @@ import (
 	"strconv"
 
 	"github.com/docker/go-units"
+	"github.com/hullrt/hull/internal/oci"
+	"github.com/hullrt/hull/internal/sandbox"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urfave/cli/v2"
 )
 
 var updateCommand = &cli.Command{
-	Name:      "update",
-	Usage:     "change the resource limits of a running container",
+	Name:  "update",
+	Usage: "change the resource limits of a running container",
+	Description: "The limits apply to the container's cgroup in the guest. The VM grows with\n" +
+		"them: CPUs (--cpus, or --cpu-quota over --cpu-period) and memory (--memory)\n" +
+		"beyond what it has are hot-plugged and brought online before update returns.\n" +
+		"The VM never shrinks: lower limits only tighten the cgroup.",
 	ArgsUsage: "<container-id>",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "resources", Aliases: []string{"r"}, Usage: "path to a JSON file of OCI linux.resources (\"-\" for stdin)"},
@@ -38,16 +44,43 @@ var updateCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		// Locked: concurrent updates of one container add up in order.
+		h, err := rootOf(cfg).Open(id)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if h.Spec == nil || h.Spec.Linux == nil {
+			return fmt.Errorf("container %s has no linux section in its spec", id)
+		}
+		next, err := oci.MergeResources(h.Spec.Linux.Resources, raw)
+		if err != nil {
+			return err
+		}
 		client, err := liveAgent(cfg, id)
 		if err != nil {
 			return err
 		}
 		defer client.Close()
-		raw, err := json.Marshal(r)
+		// The guest checks and applies the limits first: what it refuses
+		// changes nothing, in the guest or in the VM's size.
+		if err := client.Update(c.Context, id, raw); err != nil {
+			return err
+		}
+		h.Spec.Linux.Resources = next
+		if err := h.Save(); err != nil {
+			return err
+		}
+		vmcfg, err := cfg.WithAnnotations(h.Spec.Annotations)
 		if err != nil {
 			return err
 		}
-		return client.Update(c.Context, id, raw)
+		_, err = sandbox.Grow(c.Context, vmcfg, rootOf(cfg).SandboxDir(id), client, next)
+		return err
 	},
 }
 

@@ -275,3 +275,16 @@ func (c *Client) WaitOOM(ctx context.Context) (string, error) {
 	}
 	return r.ContainerId, nil
 }
+
+// OnlineCPUMem has the guest bring hot-plugged CPUs and memory online and
+// waits until cpus CPUs and memMiB MiB are online in all; it returns what
+// is online.
+func (c *Client) OnlineCPUMem(ctx context.Context, cpus int, memMiB int) (int, int, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	r, err := c.ctl.OnlineCPUMem(ctx, &agent.OnlineCPUMemRequest{Cpus: uint32(cpus), MemoryMib: uint64(memMiB)})
+	if err != nil {
+		return 0, 0, fromRPC(err)
+	}
+	return int(r.Cpus), int(r.MemoryMib), nil
+}

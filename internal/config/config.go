@@ -52,6 +52,11 @@ type Hypervisor struct {
 	VCPUs   int    `toml:"vcpus"`
 	// MemoryMiB is the guest's memory size.
 	MemoryMiB int `toml:"memory_mib"`
+	// VCPUs and MemoryMiB are a VM's base size; the CPU quotas and memory
+	// limits of its containers are added to it, at boot and by hot-plug,
+	// up to MaxVCPUs and MaxMemoryMiB (0: the host's CPUs and memory).
+	MaxVCPUs     int `toml:"max_vcpus"`
+	MaxMemoryMiB int `toml:"max_memory_mib"`
 	// Kernel and Initrd default to the files `hull image build` writes.
 	Kernel       string   `toml:"kernel"`
 	Initrd       string   `toml:"initrd"`
@@ -185,6 +190,8 @@ func (c *Config) Validate() error {
 		{oneOf(h.Machine, "q35", "pc"), `hypervisor.machine must be "q35" or "pc"`},
 		{h.VCPUs >= 1 && h.VCPUs <= 255, "hypervisor.vcpus must be between 1 and 255"},
 		{h.MemoryMiB >= 64 && h.MemoryMiB <= 1<<20, "hypervisor.memory_mib must be between 64 and 1048576"},
+		{h.MaxVCPUs == 0 || (h.MaxVCPUs >= h.VCPUs && h.MaxVCPUs <= 255), "hypervisor.max_vcpus must be 0 (the host's CPUs) or between vcpus and 255"},
+		{h.MaxMemoryMiB == 0 || (h.MaxMemoryMiB >= h.MemoryMiB && h.MaxMemoryMiB <= 1<<24), "hypervisor.max_memory_mib must be 0 (the host's memory) or between memory_mib and 16777216"},
 		{h.BootTimeout.Duration > 0, "hypervisor.boot_timeout must be positive"},
 		{!strings.ContainsAny(h.KernelParams, "\n\x00"), "hypervisor.kernel_params must be one line"},
 		{oneOf(c.Storage.SharedFS, "virtio-fs", "virtio-9p"), `storage.shared_fs must be "virtio-fs" or "virtio-9p"`},

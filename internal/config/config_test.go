@@ -52,6 +52,13 @@ func TestLoad(t *testing.T) {
 		{name: "unknown key", body: "[hypervisor]\ncpus = 2\n", wantErr: "unknown keys: hypervisor.cpus"},
 		{name: "bad accel", body: "[hypervisor]\naccel = \"hvf\"\n", wantErr: "hypervisor.accel"},
 		{name: "bad memory", body: "[hypervisor]\nmemory_mib = 8\n", wantErr: "hypervisor.memory_mib"},
+		{name: "max vcpus below vcpus", body: "[hypervisor]\nvcpus = 2\nmax_vcpus = 1\n", wantErr: "hypervisor.max_vcpus"},
+		{name: "max memory below memory", body: "[hypervisor]\nmax_memory_mib = 256\n", wantErr: "hypervisor.max_memory_mib"},
+		{name: "max size", body: "[hypervisor]\nmax_vcpus = 4\nmax_memory_mib = 4096\n", check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.MaxVCPUs != 4 || c.Hypervisor.MaxMemoryMiB != 4096 {
+				t.Errorf("max size not applied: %+v", c.Hypervisor)
+			}
+		}},
 		{name: "bad duration", body: "[hypervisor]\nboot_timeout = \"soon\"\n", wantErr: "invalid duration"},
 		{name: "bad shared fs", body: "[storage]\nshared_fs = \"nfs\"\n", wantErr: "storage.shared_fs"},
 		{name: "syntax error", body: "[hypervisor\n", wantErr: "loading config"},

@@ -3,19 +3,18 @@ package guest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/runc/libcontainer/specconv"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	agent "github.com/hullrt/hull/api/agent/v1"
+	"github.com/hullrt/hull/internal/oci"
 )
 
 func (a *Agent) ListProcesses(ctx context.Context, r *agent.ListProcessesRequest) (*agent.ListProcessesResponse, error) {
@@ -106,18 +105,9 @@ func (a *Agent) UpdateContainer(ctx context.Context, r *agent.UpdateContainerReq
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	res := c.spec.Linux.Resources
-	if res == nil {
-		res = &specs.LinuxResources{}
-	}
-	merged, err := json.Marshal(res)
+	next, err := oci.MergeResources(c.spec.Linux.Resources, r.Resources)
 	if err != nil {
-		return nil, err
-	}
-	next := &specs.LinuxResources{}
-	_ = json.Unmarshal(merged, next)
-	if err := json.Unmarshal(r.Resources, next); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "decoding resources: %v", err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	spec := *c.spec
 	linux := *spec.Linux

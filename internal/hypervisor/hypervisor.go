@@ -73,11 +73,15 @@ type NIC struct {
 
 // VM describes the virtual machine to run.
 type VM struct {
-	ID           string
-	StateDir     string // sockets and logs of this VM
-	Accel        Accel
-	VCPUs        int
-	MemoryMiB    int
+	ID        string
+	StateDir  string // sockets and logs of this VM
+	Accel     Accel
+	VCPUs     int
+	MemoryMiB int
+	// MaxVCPUs and MaxMemoryMiB bound what can be hot-plugged later; a
+	// value not above VCPUs or MemoryMiB means a VM that cannot grow.
+	MaxVCPUs     int
+	MaxMemoryMiB int
 	Kernel       string
 	Initrd       string
 	KernelParams []string
@@ -87,6 +91,12 @@ type VM struct {
 	VsockCID      uint32
 	SharedFS      []SharedFS
 	NICs          []NIC
+}
+
+// Size is how many vCPUs and how much memory a VM has.
+type Size struct {
+	VCPUs     int
+	MemoryMiB int
 }
 
 // VhostNetUsable reports whether the host can move guest network traffic

@@ -158,10 +158,12 @@ func (m *monitor) create(ctx context.Context) error {
 		return err
 	}
 	var cgroupsPath string
+	var resources *specs.LinuxResources
 	if o.Bundle.Spec.Linux != nil {
 		cgroupsPath = o.Bundle.Spec.Linux.CgroupsPath
+		resources = o.Bundle.Spec.Linux.Resources
 	}
-	sb, err := sandbox.Create(ctx, cfg, o.ID, o.Root.SandboxDir(o.ID), sandbox.WithNetNS(netns), sandbox.WithCgroup(cgroupsPath))
+	sb, err := sandbox.Create(ctx, cfg, o.ID, o.Root.SandboxDir(o.ID), sandbox.WithNetNS(netns), sandbox.WithCgroup(cgroupsPath), sandbox.WithResources(resources))
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/hullrt/hull/internal/network"
 	"github.com/hullrt/hull/internal/oci"
 	"github.com/hullrt/hull/internal/storage"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // ErrExists is returned when a sandbox with the same id already exists.
@@ -50,8 +51,10 @@ type Sandbox struct {
 	fsd   *storage.Virtiofsd
 	share *storage.Share
 	netns string // network namespace carried into the VM, "" for none
-	net   *network.Network
-	sess  *channel.Session
+	// resources are those of the container the VM is booted for.
+	resources *specs.LinuxResources
+	net       *network.Network
+	sess      *channel.Session
 	// Agent is the client of the guest agent, set once the guest is up.
 	Agent *agentclient.Client
 	// Guest is what the agent said of itself.
@@ -72,6 +75,10 @@ type step struct {
 
 // Opt is an option of Create.
 type Opt func(*Sandbox)
+
+// WithResources sizes the VM for a first container with resources r (see
+// SizeFor) instead of booting it at the base size.
+func WithResources(r *specs.LinuxResources) Opt { return func(s *Sandbox) { s.resources = r } }
 
 // WithNetNS carries the interfaces, routes and neighbours of the network
 // namespace at path into the VM. Without it the guest has loopback only.
@@ -199,6 +206,10 @@ func KernelParams(cfg *config.Config) []string {
 		// Skip probes that only cost boot time in a VM.
 		"tsc=reliable", "no_timer_check", "noreplace-smp",
 		"i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd",
+		// Memory hot-plug puts possible RAM above 4 GiB, for which the
+		// kernel would set 64 MiB aside as DMA bounce buffers; virtio
+		// devices without an IOMMU never use them.
+		"swiotlb=noforce",
 	}
 	if cfg.Agent.Debug {
 		p = append(p, "hull.log=debug")
@@ -216,12 +227,15 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	size, top := SizeFor(h, s.resources), MaxSize(h)
 	vm := hypervisor.VM{
 		ID:            s.ID,
 		StateDir:      s.Dir,
 		Accel:         accel,
-		VCPUs:         h.VCPUs,
-		MemoryMiB:     h.MemoryMiB,
+		VCPUs:         size.VCPUs,
+		MemoryMiB:     size.MemoryMiB,
+		MaxVCPUs:      top.VCPUs,
+		MaxMemoryMiB:  top.MemoryMiB,
 		Kernel:        h.Kernel,
 		Initrd:        h.Initrd,
 		KernelParams:  KernelParams(s.cfg),

@@ -159,10 +159,12 @@ func (s *service) vm(ctx context.Context, sandboxID string, spec *specs.Spec) (*
 	}
 	// The shim joins the pod's cgroup with its VM (docs/design/009).
 	var cgroupsPath string
+	var resources *specs.LinuxResources
 	if spec.Linux != nil {
 		cgroupsPath = spec.Linux.CgroupsPath
+		resources = spec.Linux.Resources
 	}
-	sb, err := sandbox.Create(ctx, cfg, sandboxID, dir, sandbox.WithNetNS(netns), sandbox.WithCgroup(cgroupsPath))
+	sb, err := sandbox.Create(ctx, cfg, sandboxID, dir, sandbox.WithNetNS(netns), sandbox.WithCgroup(cgroupsPath), sandbox.WithResources(resources))
 	if errors.Is(err, hostcgroup.ErrInvalidPath) {
 		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
 	}

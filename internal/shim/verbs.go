@@ -71,6 +71,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			s.destroyVM()
 		}
 	}()
+	if len(s.containers) > 0 {
+		// A pod's later containers grow its VM by their limits.
+		if _, err := sb.Grow(ctx, append(s.resources(), linuxResources(b.Spec))...); err != nil {
+			return nil, err
+		}
+	}
 	if err := sb.CreateContainer(ctx, r.ID, b); err != nil {
 		return nil, err
 	}
@@ -349,25 +355,58 @@ func (s *service) Checkpoint(context.Context, *taskAPI.CheckpointTaskRequest) (*
 
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *emptypb.Empty, retErr error) {
 	defer func() { retErr = rpcErr(retErr) }()
-	if _, err := s.task(r.ID); err != nil {
+	t, err := s.task(r.ID)
+	if err != nil {
 		return nil, err
 	}
 	if r.Resources == nil {
 		return empty, nil
 	}
-	var res specs.LinuxResources
-	if err := json.Unmarshal(r.Resources.Value, &res); err != nil {
-		return nil, fmt.Errorf("decoding resources: %v: %w", err, errdefs.ErrInvalidArgument)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next, err := oci.MergeResources(linuxResources(t.spec), r.Resources.Value)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	raw, err := json.Marshal(&res)
+	raw, err := json.Marshal(next)
 	if err != nil {
 		return nil, err
 	}
-	agent, err := s.agent()
-	if err != nil {
+	if s.sb == nil {
+		return nil, fmt.Errorf("the pod's vm is gone: %w", errdefs.ErrFailedPrecondition)
+	}
+	// The guest checks and applies the limits first: what it refuses
+	// leaves the VM's size alone.
+	if err := s.sb.Agent.Update(ctx, r.ID, raw); err != nil {
 		return nil, err
 	}
-	return empty, agent.Update(ctx, r.ID, raw)
+	spec := *t.spec
+	var linux specs.Linux
+	if spec.Linux != nil {
+		linux = *spec.Linux
+	}
+	linux.Resources = next
+	spec.Linux = &linux
+	t.spec = &spec
+	_, err = s.sb.Grow(ctx, s.resources()...)
+	return empty, err
+}
+
+// resources lists the resources of every container in the pod. Called
+// with s.mu held.
+func (s *service) resources() []*specs.LinuxResources {
+	var rs []*specs.LinuxResources
+	for _, t := range s.containers {
+		rs = append(rs, linuxResources(t.spec))
+	}
+	return rs
+}
+
+func linuxResources(spec *specs.Spec) *specs.LinuxResources {
+	if spec == nil || spec.Linux == nil {
+		return nil
+	}
+	return spec.Linux.Resources
 }
 
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (_ *taskAPI.WaitResponse, retErr error) {

@@ -2459,6 +2459,112 @@ func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{43}
 }
 
+type OnlineCPUMemRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The number of CPUs, and MiB of memory, that should be online in all.
+	Cpus          uint32 `protobuf:"varint,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryMib     uint64 `protobuf:"varint,2,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OnlineCPUMemRequest) Reset() {
+	*x = OnlineCPUMemRequest{}
+	mi := &file_agent_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OnlineCPUMemRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OnlineCPUMemRequest) ProtoMessage() {}
+
+func (x *OnlineCPUMemRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OnlineCPUMemRequest.ProtoReflect.Descriptor instead.
+func (*OnlineCPUMemRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *OnlineCPUMemRequest) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *OnlineCPUMemRequest) GetMemoryMib() uint64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+type OnlineCPUMemResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What is online now.
+	Cpus          uint32 `protobuf:"varint,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryMib     uint64 `protobuf:"varint,2,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OnlineCPUMemResponse) Reset() {
+	*x = OnlineCPUMemResponse{}
+	mi := &file_agent_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OnlineCPUMemResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OnlineCPUMemResponse) ProtoMessage() {}
+
+func (x *OnlineCPUMemResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OnlineCPUMemResponse.ProtoReflect.Descriptor instead.
+func (*OnlineCPUMemResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *OnlineCPUMemResponse) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *OnlineCPUMemResponse) GetMemoryMib() uint64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2621,7 +2727,15 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2\x18.hull.agent.v1.InterfaceR\n" +
 	"interfaces\"\x13\n" +
-	"\x11ListRoutesRequest2\xa9\x10\n" +
+	"\x11ListRoutesRequest\"H\n" +
+	"\x13OnlineCPUMemRequest\x12\x12\n" +
+	"\x04cpus\x18\x01 \x01(\rR\x04cpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib\"I\n" +
+	"\x14OnlineCPUMemResponse\x12\x12\n" +
+	"\x04cpus\x18\x01 \x01(\rR\x04cpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib2\x82\x11\n" +
 	"\x05Agent\x12B\n" +
 	"\x05Check\x12\x1b.hull.agent.v1.CheckRequest\x1a\x1c.hull.agent.v1.CheckResponse\x12H\n" +
 	"\aVersion\x12\x1d.hull.agent.v1.VersionRequest\x1a\x1e.hull.agent.v1.VersionResponse\x12L\n" +
@@ -2653,7 +2767,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fAddARPNeighbors\x12%.hull.agent.v1.AddARPNeighborsRequest\x1a\x16.google.protobuf.Empty\x12Q\n" +
 	"\x0eListInterfaces\x12$.hull.agent.v1.ListInterfacesRequest\x1a\x19.hull.agent.v1.Interfaces\x12E\n" +
 	"\n" +
-	"ListRoutes\x12 .hull.agent.v1.ListRoutesRequest\x1a\x15.hull.agent.v1.RoutesB+Z)github.com/hullrt/hull/api/agent/v1;agentb\x06proto3"
+	"ListRoutes\x12 .hull.agent.v1.ListRoutesRequest\x1a\x15.hull.agent.v1.Routes\x12W\n" +
+	"\fOnlineCPUMem\x12\".hull.agent.v1.OnlineCPUMemRequest\x1a#.hull.agent.v1.OnlineCPUMemResponseB+Z)github.com/hullrt/hull/api/agent/v1;agentb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2668,7 +2783,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_agent_proto_goTypes = []any{
 	(CheckResponse_Status)(0),      // 0: hull.agent.v1.CheckResponse.Status
 	(*CheckRequest)(nil),           // 1: hull.agent.v1.CheckRequest
@@ -2715,16 +2830,18 @@ var file_agent_proto_goTypes = []any{
 	(*ListInterfacesRequest)(nil),  // 42: hull.agent.v1.ListInterfacesRequest
 	(*Interfaces)(nil),             // 43: hull.agent.v1.Interfaces
 	(*ListRoutesRequest)(nil),      // 44: hull.agent.v1.ListRoutesRequest
-	nil,                            // 45: hull.agent.v1.MemoryStats.RawEntry
-	(*timestamppb.Timestamp)(nil),  // 46: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),          // 47: google.protobuf.Empty
+	(*OnlineCPUMemRequest)(nil),    // 45: hull.agent.v1.OnlineCPUMemRequest
+	(*OnlineCPUMemResponse)(nil),   // 46: hull.agent.v1.OnlineCPUMemResponse
+	nil,                            // 47: hull.agent.v1.MemoryStats.RawEntry
+	(*timestamppb.Timestamp)(nil),  // 48: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),          // 49: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hull.agent.v1.CheckResponse.status:type_name -> hull.agent.v1.CheckResponse.Status
 	5,  // 1: hull.agent.v1.CreateSandboxRequest.storages:type_name -> hull.agent.v1.Storage
-	46, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	48, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
 	22, // 3: hull.agent.v1.ListProcessesResponse.processes:type_name -> hull.agent.v1.ProcessInfo
-	45, // 4: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
+	47, // 4: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
 	28, // 5: hull.agent.v1.StatsContainerResponse.cpu:type_name -> hull.agent.v1.CPUStats
 	29, // 6: hull.agent.v1.StatsContainerResponse.memory:type_name -> hull.agent.v1.MemoryStats
 	30, // 7: hull.agent.v1.StatsContainerResponse.pids:type_name -> hull.agent.v1.PidsStats
@@ -2760,34 +2877,36 @@ var file_agent_proto_depIdxs = []int32{
 	41, // 37: hull.agent.v1.Agent.AddARPNeighbors:input_type -> hull.agent.v1.AddARPNeighborsRequest
 	42, // 38: hull.agent.v1.Agent.ListInterfaces:input_type -> hull.agent.v1.ListInterfacesRequest
 	44, // 39: hull.agent.v1.Agent.ListRoutes:input_type -> hull.agent.v1.ListRoutesRequest
-	2,  // 40: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
-	4,  // 41: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
-	47, // 42: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
-	47, // 43: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	47, // 44: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
-	47, // 45: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
-	47, // 46: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
-	47, // 47: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
-	47, // 48: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
-	14, // 49: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
-	16, // 50: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
-	47, // 51: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
-	19, // 52: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
-	19, // 53: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
-	47, // 54: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
-	23, // 55: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
-	47, // 56: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
-	47, // 57: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
-	47, // 58: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
-	31, // 59: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
-	33, // 60: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
-	35, // 61: hull.agent.v1.Agent.UpdateInterface:output_type -> hull.agent.v1.Interface
-	38, // 62: hull.agent.v1.Agent.UpdateRoutes:output_type -> hull.agent.v1.Routes
-	47, // 63: hull.agent.v1.Agent.AddARPNeighbors:output_type -> google.protobuf.Empty
-	43, // 64: hull.agent.v1.Agent.ListInterfaces:output_type -> hull.agent.v1.Interfaces
-	38, // 65: hull.agent.v1.Agent.ListRoutes:output_type -> hull.agent.v1.Routes
-	40, // [40:66] is the sub-list for method output_type
-	14, // [14:40] is the sub-list for method input_type
+	45, // 40: hull.agent.v1.Agent.OnlineCPUMem:input_type -> hull.agent.v1.OnlineCPUMemRequest
+	2,  // 41: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
+	4,  // 42: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
+	49, // 43: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
+	49, // 44: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	49, // 45: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
+	49, // 46: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
+	49, // 47: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
+	49, // 48: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
+	49, // 49: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
+	14, // 50: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
+	16, // 51: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
+	49, // 52: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
+	19, // 53: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
+	19, // 54: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
+	49, // 55: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
+	23, // 56: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
+	49, // 57: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
+	49, // 58: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
+	49, // 59: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
+	31, // 60: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
+	33, // 61: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
+	35, // 62: hull.agent.v1.Agent.UpdateInterface:output_type -> hull.agent.v1.Interface
+	38, // 63: hull.agent.v1.Agent.UpdateRoutes:output_type -> hull.agent.v1.Routes
+	49, // 64: hull.agent.v1.Agent.AddARPNeighbors:output_type -> google.protobuf.Empty
+	43, // 65: hull.agent.v1.Agent.ListInterfaces:output_type -> hull.agent.v1.Interfaces
+	38, // 66: hull.agent.v1.Agent.ListRoutes:output_type -> hull.agent.v1.Routes
+	46, // 67: hull.agent.v1.Agent.OnlineCPUMem:output_type -> hull.agent.v1.OnlineCPUMemResponse
+	41, // [41:68] is the sub-list for method output_type
+	14, // [14:41] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -2804,7 +2923,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

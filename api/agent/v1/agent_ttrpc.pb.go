@@ -35,6 +35,7 @@ type AgentService interface {
 	AddARPNeighbors(context.Context, *AddARPNeighborsRequest) (*emptypb.Empty, error)
 	ListInterfaces(context.Context, *ListInterfacesRequest) (*Interfaces, error)
 	ListRoutes(context.Context, *ListRoutesRequest) (*Routes, error)
+	OnlineCPUMem(context.Context, *OnlineCPUMemRequest) (*OnlineCPUMemResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -221,6 +222,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.ListRoutes(ctx, &req)
+			},
+			"OnlineCPUMem": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req OnlineCPUMemRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.OnlineCPUMem(ctx, &req)
 			},
 		},
 	})
@@ -439,6 +447,14 @@ func (c *agentClient) ListInterfaces(ctx context.Context, req *ListInterfacesReq
 func (c *agentClient) ListRoutes(ctx context.Context, req *ListRoutesRequest) (*Routes, error) {
 	var resp Routes
 	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "ListRoutes", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) OnlineCPUMem(ctx context.Context, req *OnlineCPUMemRequest) (*OnlineCPUMemResponse, error) {
+	var resp OnlineCPUMemResponse
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "OnlineCPUMem", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

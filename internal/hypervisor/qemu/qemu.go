@@ -49,6 +49,14 @@ func (q *QEMU) vmmLog() string     { return filepath.Join(q.vm.StateDir, "qemu.l
 func (q *QEMU) Args() []string {
 	vm := q.vm
 	mem := strconv.Itoa(vm.MemoryMiB) + "M"
+	memArg := mem
+	if vm.MaxMemoryMiB > vm.MemoryMiB {
+		memArg = fmt.Sprintf("size=%s,slots=%d,maxmem=%dM", mem, memorySlots, vm.MaxMemoryMiB)
+	}
+	smp := strconv.Itoa(vm.VCPUs)
+	if vm.MaxVCPUs > vm.VCPUs {
+		smp += ",maxcpus=" + strconv.Itoa(vm.MaxVCPUs)
+	}
 	machine := q.machine + ",accel=" + string(vm.Accel)
 	cpu := "max"
 	if vm.Accel == hypervisor.AccelKVM {
@@ -68,8 +76,8 @@ func (q *QEMU) Args() []string {
 		"-name", "hull-" + vm.ID,
 		"-machine", machine,
 		"-cpu", cpu,
-		"-smp", strconv.Itoa(vm.VCPUs),
-		"-m", mem,
+		"-smp", smp,
+		"-m", memArg,
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-kernel", vm.Kernel,
 		"-initrd", vm.Initrd,
@@ -77,6 +85,7 @@ func (q *QEMU) Args() []string {
 		"-chardev", "file,id=console,path=" + q.ConsoleLog(),
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + q.qmpSocket() + ",server=on,wait=off",
+		"-qmp", "unix:" + ControlSocket(vm.StateDir) + ",server=on,wait=off",
 	}
 	if needsSharedMem {
 		args = append(args, "-object", "memory-backend-memfd,id=mem,size="+mem+",share=on")
