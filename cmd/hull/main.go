@@ -57,6 +57,7 @@ func main() {
 			envCommand,
 			imageCommand,
 			benchCommand,
+			poolCommand,
 		},
 		// Errors are printed once, by main, in runc's "hull: message" form.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -270,3 +270,19 @@ func Cleanup(dir string) error {
 	}
 	return c.Remove()
 }
+
+// Add moves process pid, all its threads, into the cgroup: for processes
+// started elsewhere (a pool's VMM) that the sandbox adopts.
+func (c *Cgroup) Add(pid int) error {
+	if c.v1 != nil {
+		if err := c.v1.Add(cgroup1.Process{Pid: pid}); err != nil {
+			return fmt.Errorf("moving process %d into cgroup %s: %w", pid, c.Path, err)
+		}
+	}
+	if c.v2 != nil {
+		if err := c.v2.AddProc(uint64(pid)); err != nil {
+			return fmt.Errorf("moving process %d into cgroup %s: %w", pid, c.Path, err)
+		}
+	}
+	return nil
+}

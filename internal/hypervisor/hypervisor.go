@@ -91,6 +91,9 @@ type VM struct {
 	VsockCID      uint32
 	SharedFS      []SharedFS
 	NICs          []NIC
+	// Detached VMMs outlive the process that starts them: a pool boots
+	// VMs for others to adopt.
+	Detached bool
 }
 
 // Size is how many vCPUs and how much memory a VM has.

@@ -67,6 +67,38 @@ type Network struct {
 	taps []*os.File // tap file descriptors, in the order of Interfaces
 }
 
+// Carried counts the interfaces of the namespace at nsPath that Setup
+// would carry into a VM.
+func Carried(nsPath string) (int, error) {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return 0, fmt.Errorf("opening network namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return 0, fmt.Errorf("netlink in %s: %w", nsPath, err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return 0, fmt.Errorf("listing interfaces in %s: %w", nsPath, err)
+	}
+	n := 0
+	for _, l := range links {
+		if isCarried(l.Attrs()) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// isCarried tells the interfaces a VM takes over: Ethernet ones that are
+// not loopback or a tap of ours.
+func isCarried(at *netlink.LinkAttrs) bool {
+	return at.Flags&net.FlagLoopback == 0 && !strings.HasPrefix(at.Name, tapPrefix) && len(at.HardwareAddr) == 6
+}
+
 // Setup scans the namespace at nsPath and wires a tap to each interface.
 // On failure it undoes what it did.
 func Setup(nsPath string) (_ *Network, err error) {
@@ -94,7 +126,7 @@ func Setup(nsPath string) (_ *Network, err error) {
 	carried := map[int]string{}
 	for _, l := range links {
 		at := l.Attrs()
-		if at.Flags&net.FlagLoopback != 0 || strings.HasPrefix(at.Name, tapPrefix) || len(at.HardwareAddr) != 6 {
+		if !isCarried(at) {
 			continue
 		}
 		i := Interface{Name: at.Name, MAC: at.HardwareAddr, MTU: at.MTU, Tap: fmt.Sprintf("%s%d", tapPrefix, len(n.Interfaces))}

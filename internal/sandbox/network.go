@@ -95,6 +95,9 @@ func guestNetwork(n *network.Network) guestNetworkRequest {
 // dir.
 func Cleanup(dir string) error {
 	hypervisor.KillReferencing(dir + "/")
+	if origin := originOf(dir); origin != "" {
+		hypervisor.KillReferencing(origin + "/")
+	}
 	netErr := network.Cleanup(dir)
 	share := storage.Share{Dir: filepath.Join(dir, "shared")}
 	if err := share.Remove(); err != nil {

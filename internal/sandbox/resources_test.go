@@ -30,10 +30,10 @@ func TestSizeFor(t *testing.T) {
 	}{
 		{"no containers", nil, hypervisor.Size{VCPUs: 1, MemoryMiB: 512}},
 		{"no limits", []*specs.LinuxResources{nil, {}, limits(0, 0, 0)}, hypervisor.Size{VCPUs: 1, MemoryMiB: 512}},
-		{"half a cpu and 64 MiB", []*specs.LinuxResources{limits(50000, 100000, 64 << 20)}, hypervisor.Size{VCPUs: 2, MemoryMiB: 576}},
+		{"half a cpu and 64 MiB", []*specs.LinuxResources{limits(50000, 100000, 64<<20)}, hypervisor.Size{VCPUs: 2, MemoryMiB: 576}},
 		{"memory rounded up to MiB", []*specs.LinuxResources{limits(0, 0, 1)}, hypervisor.Size{VCPUs: 1, MemoryMiB: 513}},
-		{"two containers add up", []*specs.LinuxResources{limits(200000, 100000, 256 << 20), limits(100000, 100000, 128 << 20)}, hypervisor.Size{VCPUs: 4, MemoryMiB: 896}},
-		{"capped at the maximum", []*specs.LinuxResources{limits(900000, 100000, 8 << 30)}, hypervisor.Size{VCPUs: 4, MemoryMiB: 2048}},
+		{"two containers add up", []*specs.LinuxResources{limits(200000, 100000, 256<<20), limits(100000, 100000, 128<<20)}, hypervisor.Size{VCPUs: 4, MemoryMiB: 896}},
+		{"capped at the maximum", []*specs.LinuxResources{limits(900000, 100000, 8<<30)}, hypervisor.Size{VCPUs: 4, MemoryMiB: 2048}},
 		{"unlimited quota (-1) adds nothing", []*specs.LinuxResources{limits(-1, 100000, -1)}, hypervisor.Size{VCPUs: 1, MemoryMiB: 512}},
 	}
 	for _, tt := range tests {

@@ -25,6 +25,7 @@ import (
 	"github.com/hullrt/hull/internal/hypervisor/qemu"
 	"github.com/hullrt/hull/internal/network"
 	"github.com/hullrt/hull/internal/oci"
+	"github.com/hullrt/hull/internal/pool"
 	"github.com/hullrt/hull/internal/storage"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -53,8 +54,12 @@ type Sandbox struct {
 	netns string // network namespace carried into the VM, "" for none
 	// resources are those of the container the VM is booted for.
 	resources *specs.LinuxResources
-	net       *network.Network
-	sess      *channel.Session
+	size      hypervisor.Size // what the VM was booted with
+	// forPool is set for a pool's VM; claimed, for a VM taken from a pool.
+	forPool bool
+	claimed *pool.VM
+	net     *network.Network
+	sess    *channel.Session
 	// Agent is the client of the guest agent, set once the guest is up.
 	Agent *agentclient.Client
 	// Guest is what the agent said of itself.
@@ -108,6 +113,7 @@ func Create(ctx context.Context, cfg *config.Config, id, dir string, opts ...Opt
 		return nil, fmt.Errorf("creating state dir: %w", err)
 	}
 	steps := []step{
+		{"claim", s.claimVM},
 		{"check-image", s.checkImage},
 		{"share", s.createShare},
 		{"cgroup", s.joinCgroup},
@@ -115,6 +121,7 @@ func Create(ctx context.Context, cfg *config.Config, id, dir string, opts ...Opt
 		{"network", s.setupNetwork},
 		{"vmm", s.startVM},
 		{"agent-ready", s.waitAgent},
+		{"grow", s.growClaimed},
 		{"guest-network", s.configureGuestNetwork},
 		{"sandbox", s.createSandbox},
 	}
@@ -157,10 +164,17 @@ func (s *Sandbox) startVirtiofsd(ctx context.Context) error {
 		return nil
 	}
 	s.fsd = &storage.Virtiofsd{
-		Binary: s.cfg.Storage.Virtiofsd,
-		Source: s.share.Dir,
-		Socket: filepath.Join(s.Dir, "virtiofsd.sock"),
-		Log:    filepath.Join(s.Dir, "virtiofsd.log"),
+		Binary:   s.cfg.Storage.Virtiofsd,
+		Source:   s.share.Dir,
+		Socket:   filepath.Join(s.Dir, "virtiofsd.sock"),
+		Log:      filepath.Join(s.Dir, "virtiofsd.log"),
+		Detached: s.forPool,
+	}
+	if s.claimed != nil && s.claimed.VirtiofsdPid > 0 {
+		if err := s.fsd.Adopt(s.claimed.VirtiofsdPid); err != nil {
+			return err
+		}
+		return s.adoptIntoCgroup(s.claimed.VirtiofsdPid)
 	}
 	return s.fsd.Start(ctx)
 }
@@ -228,6 +242,11 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 		return err
 	}
 	size, top := SizeFor(h, s.resources), MaxSize(h)
+	if s.forPool || s.claimed != nil {
+		// Booted at the base size; a claimer grows it (growClaimed).
+		size = SizeFor(h)
+	}
+	s.size = size
 	vm := hypervisor.VM{
 		ID:            s.ID,
 		StateDir:      s.Dir,
@@ -255,6 +274,15 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 		for i, tap := range s.net.TapFiles() {
 			vm.NICs = append(vm.NICs, hypervisor.NIC{MAC: s.net.Interfaces[i].MAC, Tap: tap})
 		}
+	}
+	vm.Detached = s.forPool
+	if s.claimed != nil {
+		q, err := qemu.Adopt(ctx, h.Path, h.Machine, vm, s.claimed.QEMUPid)
+		if err != nil {
+			return fmt.Errorf("adopting the pool's vm: %w", err)
+		}
+		s.vm = q
+		return s.adoptIntoCgroup(s.claimed.QEMUPid)
 	}
 	q := qemu.New(h.Path, h.Machine, vm)
 	s.vm = q
@@ -345,6 +373,9 @@ func (s *Sandbox) consoleTail() string {
 }
 
 func (s *Sandbox) createSandbox(ctx context.Context) error {
+	if s.forPool {
+		return nil // the claimer creates it
+	}
 	fs := &agent.Storage{Source: storage.Tag, MountPoint: storage.GuestSharedDir}
 	switch hypervisor.SharedFSKind(s.cfg.Storage.SharedFS) {
 	case hypervisor.Virtio9P:

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hullrt/hull/internal/hypervisor"
 )
 
 // Virtiofsd is the virtio-fs daemon serving one shared directory to one VM
@@ -19,8 +21,45 @@ type Virtiofsd struct {
 	Socket string
 	Log    string
 
-	cmd  *exec.Cmd
-	done chan struct{}
+	// Detached daemons outlive the process that starts them (a pool's).
+	Detached bool
+
+	cmd     *exec.Cmd
+	adopted *hypervisor.Adopted
+	done    chan struct{}
+}
+
+// Adopt takes over the running daemon pid, which another process started
+// (a pool) with v's settings.
+func (v *Virtiofsd) Adopt(pid int) error {
+	a, err := hypervisor.Adopt(pid)
+	if err != nil {
+		return err
+	}
+	v.adopted, v.done = a, make(chan struct{})
+	go func() {
+		<-a.Done()
+		close(v.done)
+	}()
+	return nil
+}
+
+// Pid is the daemon's process id, 0 before Start.
+func (v *Virtiofsd) Pid() int {
+	switch {
+	case v.adopted != nil:
+		return v.adopted.Pid
+	case v.cmd != nil:
+		return v.cmd.Process.Pid
+	}
+	return 0
+}
+
+func (v *Virtiofsd) signal(sig syscall.Signal) error {
+	if v.adopted != nil {
+		return v.adopted.Signal(sig)
+	}
+	return v.cmd.Process.Signal(sig)
 }
 
 // Start launches the daemon and returns once its socket exists, so that the
@@ -40,6 +79,9 @@ func (v *Virtiofsd) Start(ctx context.Context) error {
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if v.Detached {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting virtiofsd: %w", err)
 	}
@@ -67,7 +109,7 @@ func (v *Virtiofsd) Start(ctx context.Context) error {
 
 // Stop ends the daemon if it still runs and waits for it.
 func (v *Virtiofsd) Stop() {
-	if v.cmd == nil {
+	if v.cmd == nil && v.adopted == nil {
 		return
 	}
 	select {
@@ -75,13 +117,13 @@ func (v *Virtiofsd) Stop() {
 		return
 	default:
 	}
-	if err := v.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := v.signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return
 	}
 	select {
 	case <-v.done:
 	case <-time.After(2 * time.Second):
-		_ = v.cmd.Process.Kill()
+		_ = v.signal(syscall.SIGKILL)
 		<-v.done
 	}
 }

@@ -25,6 +25,7 @@ type QEMU struct {
 	machine string
 
 	cmd     *exec.Cmd
+	adopted *hypervisor.Adopted // a VMM another process started (the pool)
 	done    chan struct{}
 	waitErr error
 	qmp     *qmp
@@ -143,8 +144,12 @@ func (q *QEMU) Start(ctx context.Context) error {
 	}
 	// Its own process group: a ^C on the terminal reaches hull, which
 	// decides what the VM gets, not QEMU directly. Pdeathsig: a VMM never
-	// outlives a runtime that dies without cleaning up.
+	// outlives a runtime that dies without cleaning up; except a pool's,
+	// which lives on with whoever claims it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if q.vm.Detached {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", q.binary, err)
 	}
@@ -191,7 +196,34 @@ func (q *QEMU) lastLog() string {
 // ExitReason describes why QEMU exited, once Done is closed.
 func (q *QEMU) ExitReason() string { return q.lastLog() }
 
+// Adopt takes over the running QEMU process pid, started by another
+// process (a pool) for vm, and connects to its QMP socket.
+func Adopt(ctx context.Context, binary, machine string, vm hypervisor.VM, pid int) (*QEMU, error) {
+	q := New(binary, machine, vm)
+	a, err := hypervisor.Adopt(pid)
+	if err != nil {
+		return nil, err
+	}
+	q.adopted = a
+	go func() {
+		<-a.Done()
+		close(q.done)
+	}()
+	if q.qmp, err = dialQMP(ctx, q.qmpSocket()); err != nil {
+		_ = q.kill()
+		return nil, err
+	}
+	return q, nil
+}
+
+// Release lets go of the VM, leaving QEMU running for another process to
+// Adopt: it closes the QMP connection, which QEMU serves one at a time.
+func (q *QEMU) Release() error { return q.closeQMP() }
+
 func (q *QEMU) Pid() int {
+	if q.adopted != nil {
+		return q.adopted.Pid
+	}
 	if q.cmd == nil || q.cmd.Process == nil {
 		return 0
 	}
@@ -203,7 +235,7 @@ func (q *QEMU) Done() <-chan struct{} { return q.done }
 // Stop quits QEMU through QMP and kills it if it is still there after the
 // grace period (or ctx's deadline, if sooner).
 func (q *QEMU) Stop(ctx context.Context) error {
-	if q.cmd == nil {
+	if q.cmd == nil && q.adopted == nil {
 		return nil
 	}
 	select {
@@ -229,7 +261,11 @@ func (q *QEMU) Stop(ctx context.Context) error {
 }
 
 func (q *QEMU) kill() error {
-	if err := q.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if q.adopted != nil {
+		if err := q.adopted.Signal(syscall.SIGKILL); err != nil {
+			return err
+		}
+	} else if err := q.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
 	}
 	<-q.done

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/hullrt/hull/internal/config"
+	"github.com/hullrt/hull/internal/pool"
+	"github.com/hullrt/hull/internal/sandbox"
+)
+
+var poolCommand = &cli.Command{
+	Name:  "pool",
+	Usage: "keep VMs booted ahead of need, for create and run to claim",
+	Description: "Boots --size empty VMs with this configuration and keeps that many ready until\n" +
+		"stopped (SIGINT or SIGTERM), when it stops those nobody claimed. create, run and\n" +
+		"the containerd shim with the same --root claim a ready VM instead of booting one,\n" +
+		"when its configuration matches theirs and the container needs no network\n" +
+		"interfaces (NICs are not hot-plugged yet); the VM grows to the container's limits\n" +
+		"by hot-plug. A claimed VM lives on if the pool stops. Progress goes to stderr.\n\n" +
+		"Pooled VMs belong to no pod until claimed: they share nothing with each other,\n" +
+		"each boots its own kernel; the trade-off is the memory of VMs kept idle.",
+	Flags: []cli.Flag{
+		&cli.IntFlag{Name: "size", Value: 2, Usage: "number of ready VMs to keep"},
+	},
+	Action: func(c *cli.Context) error {
+		if c.NArg() != 0 {
+			return fmt.Errorf("%q takes no arguments", c.Command.Name)
+		}
+		size := c.Int("size")
+		if size < 1 || size > 256 {
+			return fmt.Errorf("--size must be between 1 and 256, not %d", size)
+		}
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		dir := filepath.Join(cfg.Runtime.Root, "pool")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating pool directory: %w", err)
+		}
+		l, err := pool.Listen(pool.Socket(cfg.Runtime.Root))
+		if err != nil {
+			return err
+		}
+		defer os.Remove(pool.Socket(cfg.Runtime.Root))
+		defer os.Remove(dir) // once empty
+		// Only now, with the socket ours: VMs a crashed pool left behind.
+		removePoolLeftovers(dir)
+		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		k := &pool.Keeper{
+			Size:    size,
+			Key:     sandbox.PoolKey(cfg),
+			Boot:    func(ctx context.Context) (*pool.VM, error) { return bootPoolVM(ctx, cfg, dir) },
+			Destroy: destroyPoolVM,
+			Log:     os.Stderr,
+		}
+		fmt.Fprintf(os.Stderr, "pool: keeping %d vms ready on %s\n", size, pool.Socket(cfg.Runtime.Root))
+		err = k.Run(ctx, l)
+		fmt.Fprintln(os.Stderr, "pool: stopped")
+		return err
+	},
+}
+
+func bootPoolVM(ctx context.Context, cfg *config.Config, dir string) (*pool.VM, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	id := "pool-" + hex.EncodeToString(b[:])
+	sb, err := sandbox.Create(ctx, cfg, id, filepath.Join(dir, id), sandbox.ForPool())
+	if err != nil {
+		return nil, err
+	}
+	vm, err := sb.Release()
+	if err != nil {
+		return nil, errors.Join(err, sb.Destroy(context.Background()))
+	}
+	return vm, nil
+}
+
+func destroyPoolVM(vm *pool.VM) error {
+	return errors.Join(sandbox.Cleanup(vm.Dir), os.RemoveAll(vm.Dir))
+}
+
+func removePoolLeftovers(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if err := destroyPoolVM(&pool.VM{Dir: p}); err != nil {
+			fmt.Fprintf(os.Stderr, "pool: removing leftover %s: %v\n", p, err)
+		}
+	}
+}

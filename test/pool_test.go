@@ -1,0 +1,85 @@
+package test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// `hull pool` keeps a VM booted; `hull run` claims it instead of booting
+// one, grows it to the container's limits, and the pool boots a
+// replacement. Stopping the pool stops what nobody claimed.
+func TestPoolClaim(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	keeper := h.command(ctx, "pool", "--size", "1")
+	keeper.Cancel = func() error { return keeper.Process.Signal(os.Interrupt) }
+	logf, err := os.Create(filepath.Join(t.TempDir(), "pool.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	keeper.Stdout, keeper.Stderr = logf, logf
+	if err := keeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			_ = keeper.Wait()
+		}
+	}
+	defer stop()
+	poolLog := func() string { return readFile(t, logf.Name()) }
+	waitFor(t, "pool vm ready", 2*time.Minute, func() bool { return strings.Contains(poolLog(), "ready in") })
+
+	limit, quota, period := int64(256<<20), int64(100000), uint64(100000)
+	b := makeBundle(t, []string{"sh", "-c", `nproc; sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo`}, func(s *specs.Spec) {
+		s.Linux.Resources = &specs.LinuxResources{
+			Memory: &specs.LinuxMemory{Limit: &limit},
+			CPU:    &specs.LinuxCPU{Quota: &quota, Period: &period},
+		}
+	})
+	r := h.run(t, nil, "--debug", "run", "--bundle", b, "pooled")
+	if r.code != 0 {
+		t.Fatalf("run: exit %d: %s", r.code, r.stderr)
+	}
+	var phases []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if _, p, ok := strings.Cut(l, `msg="phase `); ok {
+			phases = append(phases, strings.Join(strings.Fields(strings.TrimSuffix(p, `"`)), " "))
+		}
+	}
+	t.Logf("phases of a pooled run: %s", strings.Join(phases, ", "))
+	if !strings.Contains(poolLog(), "claimed") {
+		t.Errorf("the run did not claim the pool's vm; pool log:\n%s", poolLog())
+	}
+	out := strings.Fields(r.stdout)
+	if len(out) != 2 {
+		t.Fatalf("output %q", r.stdout)
+	}
+	nproc, _ := strconv.Atoi(out[0])
+	memKiB, _ := strconv.Atoi(out[1])
+	t.Logf("in the claimed vm: nproc %d, MemTotal %d kB", nproc, memKiB)
+	if nproc != min(2, runtime.NumCPU()) || memKiB < (512+256-96)<<10 {
+		t.Errorf("the claimed vm was not grown to the container's limits: nproc %d, MemTotal %d kB", nproc, memKiB)
+	}
+	waitFor(t, "a replacement vm", 2*time.Minute, func() bool { return strings.Count(poolLog(), "ready in") >= 2 })
+	stop()
+	t.Logf("pool log:\n%s", poolLog())
+	if !strings.Contains(poolLog(), "pool: stopped") {
+		t.Errorf("the pool did not stop cleanly")
+	}
+}
