@@ -103,10 +103,12 @@ func (c *Client) DestroySandbox(ctx context.Context) error {
 	return fromRPC(err)
 }
 
-func (c *Client) CreateContainer(ctx context.Context, id string, spec []byte) error {
+// CreateContainer creates container id from its OCI spec, after the agent
+// mounted storages, the container's own.
+func (c *Client) CreateContainer(ctx context.Context, id string, spec []byte, storages ...*agent.Storage) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	_, err := c.ctl.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: id, OciSpec: spec})
+	_, err := c.ctl.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: id, OciSpec: spec, Storages: storages})
 	return fromRPC(err)
 }
 

@@ -62,6 +62,10 @@ type Hypervisor struct {
 	Initrd       string   `toml:"initrd"`
 	KernelParams string   `toml:"kernel_params"`
 	BootTimeout  Duration `toml:"boot_timeout"`
+	// HotplugPorts is how many empty PCIe root ports a q35 VM boots with,
+	// for the block devices (a container's rootfs on a block device)
+	// plugged in while it runs; one each. Each port costs boot time.
+	HotplugPorts int `toml:"hotplug_ports"`
 	// EnableAnnotations lists the keys (e.g. "vcpus", "memory_mib",
 	// "kernel_params", "boot_timeout") that a pod may override with
 	// io.hull.config.hypervisor.KEY annotations. None by default.
@@ -117,11 +121,12 @@ func Default() *Config {
 	return &Config{
 		Runtime: Runtime{Root: "/run/hull", SandboxCgroup: true},
 		Hypervisor: Hypervisor{
-			Accel:       "auto",
-			Machine:     "q35",
-			VCPUs:       1,
-			MemoryMiB:   512,
-			BootTimeout: Duration{30 * time.Second},
+			Accel:        "auto",
+			Machine:      "q35",
+			VCPUs:        1,
+			MemoryMiB:    512,
+			BootTimeout:  Duration{30 * time.Second},
+			HotplugPorts: 2,
 		},
 		Storage: Storage{SharedFS: "virtio-fs", Virtiofsd: "/usr/lib/qemu/virtiofsd"},
 		Agent:   Agent{Channel: "auto", RequestTimeout: Duration{30 * time.Second}},
@@ -193,6 +198,7 @@ func (c *Config) Validate() error {
 		{h.MaxVCPUs == 0 || (h.MaxVCPUs >= h.VCPUs && h.MaxVCPUs <= 255), "hypervisor.max_vcpus must be 0 (the host's CPUs) or between vcpus and 255"},
 		{h.MaxMemoryMiB == 0 || (h.MaxMemoryMiB >= h.MemoryMiB && h.MaxMemoryMiB <= 1<<24), "hypervisor.max_memory_mib must be 0 (the host's memory) or between memory_mib and 16777216"},
 		{h.BootTimeout.Duration > 0, "hypervisor.boot_timeout must be positive"},
+		{h.HotplugPorts >= 0 && h.HotplugPorts <= 16, "hypervisor.hotplug_ports must be between 0 and 16"},
 		{!strings.ContainsAny(h.KernelParams, "\n\x00"), "hypervisor.kernel_params must be one line"},
 		{oneOf(c.Storage.SharedFS, "virtio-fs", "virtio-9p"), `storage.shared_fs must be "virtio-fs" or "virtio-9p"`},
 		{oneOf(c.Agent.Channel, "auto", "virtio-serial", "vsock"), `agent.channel must be "auto", "virtio-serial" or "vsock"`},

@@ -60,6 +60,13 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "bad duration", body: "[hypervisor]\nboot_timeout = \"soon\"\n", wantErr: "invalid duration"},
+		{name: "too many hotplug ports", body: "[hypervisor]\nhotplug_ports = 17\n", wantErr: "hypervisor.hotplug_ports"},
+		{name: "negative hotplug ports", body: "[hypervisor]\nhotplug_ports = -1\n", wantErr: "hypervisor.hotplug_ports"},
+		{name: "no hotplug ports", body: "[hypervisor]\nhotplug_ports = 0\n", check: func(t *testing.T, c *Config) {
+			if c.Hypervisor.HotplugPorts != 0 {
+				t.Errorf("hotplug_ports = %d", c.Hypervisor.HotplugPorts)
+			}
+		}},
 		{name: "bad shared fs", body: "[storage]\nshared_fs = \"nfs\"\n", wantErr: "storage.shared_fs"},
 		{name: "syntax error", body: "[hypervisor\n", wantErr: "loading config"},
 		{name: "relative root", body: "[runtime]\nroot = \"run\"\n", wantErr: "runtime.root"},

@@ -50,6 +50,8 @@ type container struct {
 	spec  *specs.Spec // as created, with updates applied
 	init  *process
 	execs map[string]*process
+	// storages are the mount points of the container's own storages.
+	storages []string
 }
 
 var _ agent.AgentService = (*Agent)(nil)
@@ -96,6 +98,9 @@ func (a *Agent) CreateSandbox(ctx context.Context, r *agent.CreateSandboxRequest
 }
 
 func mountStorage(s *agent.Storage) error {
+	if s.Driver != "" {
+		return status.Errorf(codes.InvalidArgument, "storage driver %q: only containers take disks", s.Driver)
+	}
 	if !filepath.IsAbs(s.MountPoint) {
 		return status.Errorf(codes.InvalidArgument, "storage mount point %q is not absolute", s.MountPoint)
 	}
@@ -143,7 +148,13 @@ func (a *Agent) DestroySandbox(context.Context, *agent.DestroySandboxRequest) (*
 	return empty, nil
 }
 
-func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerRequest) (*emptypb.Empty, error) {
+func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerRequest) (_ *emptypb.Empty, retErr error) {
+	// A hot-plugged disk takes a moment to appear: wait for it before
+	// holding up the agent's other calls.
+	mounts, err := prepareStorages(ctx, r.ContainerId, r.Storages)
+	if err != nil {
+		return nil, err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.containers[r.ContainerId]; ok {
@@ -156,6 +167,15 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 	if err := applySysctls(netSysctls); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
 	}
+	storages, err := mountStorages(r.ContainerId, mounts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			unmountStorages(r.ContainerId, storages)
+		}
+	}()
 	if _, err := os.Stat(spec.Root.Path); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "container %s: rootfs: %v", r.ContainerId, err)
 	}
@@ -172,7 +192,7 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 		_ = lc.Destroy()
 		return nil, err
 	}
-	a.containers[r.ContainerId] = &container{c: lc, spec: spec, init: p, execs: map[string]*process{}}
+	a.containers[r.ContainerId] = &container{c: lc, spec: spec, init: p, execs: map[string]*process{}, storages: storages}
 	a.watchOOM(r.ContainerId, lc)
 	return empty, nil
 }
@@ -241,6 +261,7 @@ func (a *Agent) destroy(id string, c *container) {
 	for _, p := range c.execs {
 		p.closeAll()
 	}
+	unmountStorages(id, c.storages)
 	delete(a.containers, id)
 }
 

@@ -91,6 +91,9 @@ type VM struct {
 	VsockCID      uint32
 	SharedFS      []SharedFS
 	NICs          []NIC
+	// HotplugPorts is how many empty PCIe root ports a q35 VM gets for
+	// devices plugged in while it runs (block.go).
+	HotplugPorts int
 	// Detached VMMs outlive the process that starts them: a pool boots
 	// VMs for others to adopt.
 	Detached bool

@@ -71,6 +71,8 @@ type Sandbox struct {
 	// none; cg is that cgroup once joined (cgroup.go).
 	cgroupsPath string
 	cg          *hostcgroup.Cgroup
+	// blocks are the containers with a root disk plugged in (block.go).
+	blocks map[string]bool
 }
 
 type step struct {
@@ -261,6 +263,7 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 		Channel:       ch,
 		ChannelSocket: filepath.Join(s.Dir, "agent.sock"),
 		VsockCID:      vsockCID(s.ID),
+		HotplugPorts:  h.HotplugPorts,
 		SharedFS: []hypervisor.SharedFS{{
 			Kind:   hypervisor.SharedFSKind(s.cfg.Storage.SharedFS),
 			Source: s.share.Dir,
@@ -394,14 +397,19 @@ func (s *Sandbox) createSandbox(ctx context.Context) error {
 	return nil
 }
 
-// CreateContainer shares the bundle's rootfs and the sources of its bind
-// mounts with the guest and creates the container there; its process waits
-// for StartContainer.
-func (s *Sandbox) CreateContainer(ctx context.Context, cid string, b *oci.Bundle) error {
-	guestRoot, err := s.share.BindRootfs(cid, b.Rootfs)
+// CreateContainer shares the bundle's rootfs (or plugs in its disk: see
+// WithBlockRootfs) and the sources of its bind mounts with the guest and
+// creates the container there; its process waits for StartContainer.
+func (s *Sandbox) CreateContainer(ctx context.Context, cid string, b *oci.Bundle, opts ...ContainerOpt) (retErr error) {
+	guestRoot, storages, err := s.guestRootfs(ctx, cid, b, opts)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if retErr != nil {
+			_ = s.detachBlock(context.Background(), cid)
+		}
+	}()
 	spec := *b.Spec
 	root := *spec.Root
 	root.Path = guestRoot
@@ -416,18 +424,18 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cid string, b *oci.Bundle
 	if err != nil {
 		return err
 	}
-	if err := s.Agent.CreateContainer(ctx, cid, raw); err != nil {
+	if err := s.Agent.CreateContainer(ctx, cid, raw, storages...); err != nil {
 		return fmt.Errorf("creating container: %w", err)
 	}
 	return nil
 }
 
 // RemoveContainer removes a container from the guest and its root
-// filesystem from the share.
+// filesystem from the share, or its root disk from the VM.
 func (s *Sandbox) RemoveContainer(ctx context.Context, cid string) error {
 	err := s.Agent.RemoveContainer(ctx, cid)
 	share := storage.Share{Dir: filepath.Join(s.share.Dir, cid)}
-	return errors.Join(err, share.Remove())
+	return errors.Join(err, s.detachBlock(ctx, cid), share.Remove())
 }
 
 // OpenStream opens a new stream to the agent, for a client in another

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/hullrt/hull/internal/oci"
+	"github.com/hullrt/hull/internal/sandbox"
 )
 
 var empty = &emptypb.Empty{}
@@ -40,10 +41,17 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
+	// A rootfs on a block device goes to the guest unmounted.
+	block, err := blockRootfs(r.Rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
 	if len(mounts) > 0 {
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
 			return nil, err
 		}
+	}
+	if len(mounts) > 0 && block == nil {
 		if err := mount.All(mounts, rootfs); err != nil {
 			return nil, fmt.Errorf("mounting rootfs: %w", err)
 		}
@@ -77,7 +85,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			return nil, err
 		}
 	}
-	if err := sb.CreateContainer(ctx, r.ID, b); err != nil {
+	var opts []sandbox.ContainerOpt
+	if block != nil {
+		opts = append(opts, sandbox.WithBlockRootfs(block))
+	}
+	if err := sb.CreateContainer(ctx, r.ID, b, opts...); err != nil {
 		return nil, err
 	}
 	p := newProcess(r.ID, "", r.Terminal, r.Stdin, r.Stdout, r.Stderr)

@@ -260,11 +260,17 @@ type Storage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Filesystem type as mount(2) takes it: "virtiofs", "9p", "tmpfs", ...
 	Fstype string `protobuf:"bytes,1,opt,name=fstype,proto3" json:"fstype,omitempty"`
-	// Source: a virtio-fs or 9p tag, a device path, or "none".
+	// Source: a virtio-fs or 9p tag, a device path, or "none"; for the
+	// "blk" driver, the serial of a virtio-blk disk.
 	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
 	// Absolute path in the guest.
-	MountPoint    string   `protobuf:"bytes,3,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
-	Options       []string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty"`
+	MountPoint string   `protobuf:"bytes,3,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	Options    []string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty"`
+	// Driver says how source is found (API version 6): "" as mount(2)
+	// takes it; "blk": the virtio-blk disk whose serial is source, which
+	// the agent waits for (within the call's deadline) while the guest
+	// adds the hot-plugged device.
+	Driver        string `protobuf:"bytes,5,opt,name=driver,proto3" json:"driver,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -325,6 +331,13 @@ func (x *Storage) GetOptions() []string {
 		return x.Options
 	}
 	return nil
+}
+
+func (x *Storage) GetDriver() string {
+	if x != nil {
+		return x.Driver
+	}
+	return ""
 }
 
 type CreateSandboxRequest struct {
@@ -428,7 +441,12 @@ type CreateContainerRequest struct {
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	// The container's OCI runtime spec (config.json) as JSON, with root.path
 	// already rewritten to the guest path of the root filesystem.
-	OciSpec       []byte `protobuf:"bytes,2,opt,name=oci_spec,json=ociSpec,proto3" json:"oci_spec,omitempty"`
+	OciSpec []byte `protobuf:"bytes,2,opt,name=oci_spec,json=ociSpec,proto3" json:"oci_spec,omitempty"`
+	// Storages of this container alone, mounted before it is created and
+	// unmounted when it is removed (API version 6). Only the "blk" driver,
+	// with a block filesystem (ext4, ext3, ext2, xfs), mounted below
+	// /run/hull/storage/<container_id>/; root.path may name one.
+	Storages      []*Storage `protobuf:"bytes,3,rep,name=storages,proto3" json:"storages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +491,13 @@ func (x *CreateContainerRequest) GetContainerId() string {
 func (x *CreateContainerRequest) GetOciSpec() []byte {
 	if x != nil {
 		return x.OciSpec
+	}
+	return nil
+}
+
+func (x *CreateContainerRequest) GetStorages() []*Storage {
+	if x != nil {
+		return x.Storages
 	}
 	return nil
 }
@@ -2581,22 +2606,24 @@ const file_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\rR\n" +
 	"apiVersion\x12%\n" +
-	"\x0ekernel_release\x18\x03 \x01(\tR\rkernelRelease\"t\n" +
+	"\x0ekernel_release\x18\x03 \x01(\tR\rkernelRelease\"\x8c\x01\n" +
 	"\aStorage\x12\x16\n" +
 	"\x06fstype\x18\x01 \x01(\tR\x06fstype\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1f\n" +
 	"\vmount_point\x18\x03 \x01(\tR\n" +
 	"mountPoint\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\x85\x01\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\x12\x16\n" +
+	"\x06driver\x18\x05 \x01(\tR\x06driver\"\x85\x01\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x122\n" +
 	"\bstorages\x18\x03 \x03(\v2\x16.hull.agent.v1.StorageR\bstorages\"\x17\n" +
-	"\x15DestroySandboxRequest\"V\n" +
+	"\x15DestroySandboxRequest\"\x8a\x01\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
-	"\boci_spec\x18\x02 \x01(\fR\aociSpec\":\n" +
+	"\boci_spec\x18\x02 \x01(\fR\aociSpec\x122\n" +
+	"\bstorages\x18\x03 \x03(\v2\x16.hull.agent.v1.StorageR\bstorages\":\n" +
 	"\x15StartContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\";\n" +
 	"\x16RemoveContainerRequest\x12!\n" +
@@ -2839,77 +2866,78 @@ var file_agent_proto_goTypes = []any{
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hull.agent.v1.CheckResponse.status:type_name -> hull.agent.v1.CheckResponse.Status
 	5,  // 1: hull.agent.v1.CreateSandboxRequest.storages:type_name -> hull.agent.v1.Storage
-	48, // 2: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
-	22, // 3: hull.agent.v1.ListProcessesResponse.processes:type_name -> hull.agent.v1.ProcessInfo
-	47, // 4: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
-	28, // 5: hull.agent.v1.StatsContainerResponse.cpu:type_name -> hull.agent.v1.CPUStats
-	29, // 6: hull.agent.v1.StatsContainerResponse.memory:type_name -> hull.agent.v1.MemoryStats
-	30, // 7: hull.agent.v1.StatsContainerResponse.pids:type_name -> hull.agent.v1.PidsStats
-	34, // 8: hull.agent.v1.Interface.addresses:type_name -> hull.agent.v1.IPAddress
-	35, // 9: hull.agent.v1.UpdateInterfaceRequest.interface:type_name -> hull.agent.v1.Interface
-	37, // 10: hull.agent.v1.Routes.routes:type_name -> hull.agent.v1.Route
-	38, // 11: hull.agent.v1.UpdateRoutesRequest.routes:type_name -> hull.agent.v1.Routes
-	40, // 12: hull.agent.v1.AddARPNeighborsRequest.neighbors:type_name -> hull.agent.v1.ARPNeighbor
-	35, // 13: hull.agent.v1.Interfaces.interfaces:type_name -> hull.agent.v1.Interface
-	1,  // 14: hull.agent.v1.Agent.Check:input_type -> hull.agent.v1.CheckRequest
-	3,  // 15: hull.agent.v1.Agent.Version:input_type -> hull.agent.v1.VersionRequest
-	6,  // 16: hull.agent.v1.Agent.CreateSandbox:input_type -> hull.agent.v1.CreateSandboxRequest
-	7,  // 17: hull.agent.v1.Agent.DestroySandbox:input_type -> hull.agent.v1.DestroySandboxRequest
-	8,  // 18: hull.agent.v1.Agent.CreateContainer:input_type -> hull.agent.v1.CreateContainerRequest
-	9,  // 19: hull.agent.v1.Agent.StartContainer:input_type -> hull.agent.v1.StartContainerRequest
-	10, // 20: hull.agent.v1.Agent.RemoveContainer:input_type -> hull.agent.v1.RemoveContainerRequest
-	11, // 21: hull.agent.v1.Agent.ExecProcess:input_type -> hull.agent.v1.ExecProcessRequest
-	12, // 22: hull.agent.v1.Agent.SignalProcess:input_type -> hull.agent.v1.SignalProcessRequest
-	13, // 23: hull.agent.v1.Agent.WaitProcess:input_type -> hull.agent.v1.WaitProcessRequest
-	15, // 24: hull.agent.v1.Agent.WriteStdin:input_type -> hull.agent.v1.WriteStreamRequest
-	17, // 25: hull.agent.v1.Agent.CloseStdin:input_type -> hull.agent.v1.CloseStdinRequest
-	18, // 26: hull.agent.v1.Agent.ReadStdout:input_type -> hull.agent.v1.ReadStreamRequest
-	18, // 27: hull.agent.v1.Agent.ReadStderr:input_type -> hull.agent.v1.ReadStreamRequest
-	20, // 28: hull.agent.v1.Agent.TtyWinResize:input_type -> hull.agent.v1.TtyWinResizeRequest
-	21, // 29: hull.agent.v1.Agent.ListProcesses:input_type -> hull.agent.v1.ListProcessesRequest
-	24, // 30: hull.agent.v1.Agent.PauseContainer:input_type -> hull.agent.v1.PauseContainerRequest
-	25, // 31: hull.agent.v1.Agent.ResumeContainer:input_type -> hull.agent.v1.ResumeContainerRequest
-	26, // 32: hull.agent.v1.Agent.UpdateContainer:input_type -> hull.agent.v1.UpdateContainerRequest
-	27, // 33: hull.agent.v1.Agent.StatsContainer:input_type -> hull.agent.v1.StatsContainerRequest
-	32, // 34: hull.agent.v1.Agent.GetOOMEvent:input_type -> hull.agent.v1.GetOOMEventRequest
-	36, // 35: hull.agent.v1.Agent.UpdateInterface:input_type -> hull.agent.v1.UpdateInterfaceRequest
-	39, // 36: hull.agent.v1.Agent.UpdateRoutes:input_type -> hull.agent.v1.UpdateRoutesRequest
-	41, // 37: hull.agent.v1.Agent.AddARPNeighbors:input_type -> hull.agent.v1.AddARPNeighborsRequest
-	42, // 38: hull.agent.v1.Agent.ListInterfaces:input_type -> hull.agent.v1.ListInterfacesRequest
-	44, // 39: hull.agent.v1.Agent.ListRoutes:input_type -> hull.agent.v1.ListRoutesRequest
-	45, // 40: hull.agent.v1.Agent.OnlineCPUMem:input_type -> hull.agent.v1.OnlineCPUMemRequest
-	2,  // 41: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
-	4,  // 42: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
-	49, // 43: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
-	49, // 44: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	49, // 45: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
-	49, // 46: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
-	49, // 47: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
-	49, // 48: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
-	49, // 49: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
-	14, // 50: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
-	16, // 51: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
-	49, // 52: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
-	19, // 53: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
-	19, // 54: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
-	49, // 55: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
-	23, // 56: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
-	49, // 57: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
-	49, // 58: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
-	49, // 59: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
-	31, // 60: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
-	33, // 61: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
-	35, // 62: hull.agent.v1.Agent.UpdateInterface:output_type -> hull.agent.v1.Interface
-	38, // 63: hull.agent.v1.Agent.UpdateRoutes:output_type -> hull.agent.v1.Routes
-	49, // 64: hull.agent.v1.Agent.AddARPNeighbors:output_type -> google.protobuf.Empty
-	43, // 65: hull.agent.v1.Agent.ListInterfaces:output_type -> hull.agent.v1.Interfaces
-	38, // 66: hull.agent.v1.Agent.ListRoutes:output_type -> hull.agent.v1.Routes
-	46, // 67: hull.agent.v1.Agent.OnlineCPUMem:output_type -> hull.agent.v1.OnlineCPUMemResponse
-	41, // [41:68] is the sub-list for method output_type
-	14, // [14:41] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	5,  // 2: hull.agent.v1.CreateContainerRequest.storages:type_name -> hull.agent.v1.Storage
+	48, // 3: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	22, // 4: hull.agent.v1.ListProcessesResponse.processes:type_name -> hull.agent.v1.ProcessInfo
+	47, // 5: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
+	28, // 6: hull.agent.v1.StatsContainerResponse.cpu:type_name -> hull.agent.v1.CPUStats
+	29, // 7: hull.agent.v1.StatsContainerResponse.memory:type_name -> hull.agent.v1.MemoryStats
+	30, // 8: hull.agent.v1.StatsContainerResponse.pids:type_name -> hull.agent.v1.PidsStats
+	34, // 9: hull.agent.v1.Interface.addresses:type_name -> hull.agent.v1.IPAddress
+	35, // 10: hull.agent.v1.UpdateInterfaceRequest.interface:type_name -> hull.agent.v1.Interface
+	37, // 11: hull.agent.v1.Routes.routes:type_name -> hull.agent.v1.Route
+	38, // 12: hull.agent.v1.UpdateRoutesRequest.routes:type_name -> hull.agent.v1.Routes
+	40, // 13: hull.agent.v1.AddARPNeighborsRequest.neighbors:type_name -> hull.agent.v1.ARPNeighbor
+	35, // 14: hull.agent.v1.Interfaces.interfaces:type_name -> hull.agent.v1.Interface
+	1,  // 15: hull.agent.v1.Agent.Check:input_type -> hull.agent.v1.CheckRequest
+	3,  // 16: hull.agent.v1.Agent.Version:input_type -> hull.agent.v1.VersionRequest
+	6,  // 17: hull.agent.v1.Agent.CreateSandbox:input_type -> hull.agent.v1.CreateSandboxRequest
+	7,  // 18: hull.agent.v1.Agent.DestroySandbox:input_type -> hull.agent.v1.DestroySandboxRequest
+	8,  // 19: hull.agent.v1.Agent.CreateContainer:input_type -> hull.agent.v1.CreateContainerRequest
+	9,  // 20: hull.agent.v1.Agent.StartContainer:input_type -> hull.agent.v1.StartContainerRequest
+	10, // 21: hull.agent.v1.Agent.RemoveContainer:input_type -> hull.agent.v1.RemoveContainerRequest
+	11, // 22: hull.agent.v1.Agent.ExecProcess:input_type -> hull.agent.v1.ExecProcessRequest
+	12, // 23: hull.agent.v1.Agent.SignalProcess:input_type -> hull.agent.v1.SignalProcessRequest
+	13, // 24: hull.agent.v1.Agent.WaitProcess:input_type -> hull.agent.v1.WaitProcessRequest
+	15, // 25: hull.agent.v1.Agent.WriteStdin:input_type -> hull.agent.v1.WriteStreamRequest
+	17, // 26: hull.agent.v1.Agent.CloseStdin:input_type -> hull.agent.v1.CloseStdinRequest
+	18, // 27: hull.agent.v1.Agent.ReadStdout:input_type -> hull.agent.v1.ReadStreamRequest
+	18, // 28: hull.agent.v1.Agent.ReadStderr:input_type -> hull.agent.v1.ReadStreamRequest
+	20, // 29: hull.agent.v1.Agent.TtyWinResize:input_type -> hull.agent.v1.TtyWinResizeRequest
+	21, // 30: hull.agent.v1.Agent.ListProcesses:input_type -> hull.agent.v1.ListProcessesRequest
+	24, // 31: hull.agent.v1.Agent.PauseContainer:input_type -> hull.agent.v1.PauseContainerRequest
+	25, // 32: hull.agent.v1.Agent.ResumeContainer:input_type -> hull.agent.v1.ResumeContainerRequest
+	26, // 33: hull.agent.v1.Agent.UpdateContainer:input_type -> hull.agent.v1.UpdateContainerRequest
+	27, // 34: hull.agent.v1.Agent.StatsContainer:input_type -> hull.agent.v1.StatsContainerRequest
+	32, // 35: hull.agent.v1.Agent.GetOOMEvent:input_type -> hull.agent.v1.GetOOMEventRequest
+	36, // 36: hull.agent.v1.Agent.UpdateInterface:input_type -> hull.agent.v1.UpdateInterfaceRequest
+	39, // 37: hull.agent.v1.Agent.UpdateRoutes:input_type -> hull.agent.v1.UpdateRoutesRequest
+	41, // 38: hull.agent.v1.Agent.AddARPNeighbors:input_type -> hull.agent.v1.AddARPNeighborsRequest
+	42, // 39: hull.agent.v1.Agent.ListInterfaces:input_type -> hull.agent.v1.ListInterfacesRequest
+	44, // 40: hull.agent.v1.Agent.ListRoutes:input_type -> hull.agent.v1.ListRoutesRequest
+	45, // 41: hull.agent.v1.Agent.OnlineCPUMem:input_type -> hull.agent.v1.OnlineCPUMemRequest
+	2,  // 42: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
+	4,  // 43: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
+	49, // 44: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
+	49, // 45: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	49, // 46: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
+	49, // 47: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
+	49, // 48: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
+	49, // 49: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
+	49, // 50: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
+	14, // 51: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
+	16, // 52: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
+	49, // 53: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
+	19, // 54: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
+	19, // 55: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
+	49, // 56: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
+	23, // 57: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
+	49, // 58: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
+	49, // 59: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
+	49, // 60: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
+	31, // 61: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
+	33, // 62: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
+	35, // 63: hull.agent.v1.Agent.UpdateInterface:output_type -> hull.agent.v1.Interface
+	38, // 64: hull.agent.v1.Agent.UpdateRoutes:output_type -> hull.agent.v1.Routes
+	49, // 65: hull.agent.v1.Agent.AddARPNeighbors:output_type -> google.protobuf.Empty
+	43, // 66: hull.agent.v1.Agent.ListInterfaces:output_type -> hull.agent.v1.Interfaces
+	38, // 67: hull.agent.v1.Agent.ListRoutes:output_type -> hull.agent.v1.Routes
+	46, // 68: hull.agent.v1.Agent.OnlineCPUMem:output_type -> hull.agent.v1.OnlineCPUMemResponse
+	42, // [42:69] is the sub-list for method output_type
+	15, // [15:42] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }

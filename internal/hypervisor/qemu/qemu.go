@@ -127,6 +127,13 @@ func (q *QEMU) Args() []string {
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s", i, nic.MAC),
 		)
 	}
+	if q.machine == "q35" {
+		// Empty ports for hot-plug (blockdev.go), after every other device
+		// so that those keep their slots. Each port needs a unique chassis.
+		for i := 0; i < vm.HotplugPorts; i++ {
+			args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=%s%d,bus=pcie.0,chassis=%d", portPrefix, i, i+1))
+		}
+	}
 	return args
 }
 
