@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,7 +22,7 @@ import (
 var benchCommand = &cli.Command{
 	Name:        "bench",
 	Usage:       "measure hull side by side with the host's other OCI runtimes",
-	Subcommands: []*cli.Command{benchStartCommand, benchNetCommand, benchIOCommand},
+	Subcommands: []*cli.Command{benchStartCommand, benchNetCommand, benchIOCommand, benchMemoryCommand, benchDensityCommand},
 }
 
 var benchStartCommand = &cli.Command{
@@ -221,4 +223,84 @@ func benchHull(c *cli.Context) ([]string, error) {
 		hull = append(hull, "--config", p)
 	}
 	return hull, nil
+}
+
+var benchMemoryCommand = &cli.Command{
+	Name:  "memory",
+	Usage: "measure what one idle pod costs the host in memory, under each runtime",
+	Description: "Starts one idle container (sleep) at a time with create and start, lets it settle,\n" +
+		"and adds up the proportional set size (PSS, /proc/PID/smaps_rollup) of every host\n" +
+		"process of the pod: for hull the monitor, the VMM and virtiofsd; hull-pooled claims\n" +
+		"its VM from a pool bench runs beside it. The VMM's RSS is shown on its own.\n" +
+		"Progress goes to stderr.",
+	Flags: []cli.Flag{
+		&cli.IntFlag{Name: "runs", Value: 3, Usage: "idle pods started, one after the other, per runtime"},
+		&cli.DurationFlag{Name: "settle", Value: 3 * time.Second, Usage: "how long a pod idles before it is measured"},
+		&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
+		&cli.StringSliceFlag{Name: "runtimes", Value: cli.NewStringSlice(bench.Known...), Usage: "runtimes to measure, comma-separated"},
+	},
+	Action: func(c *cli.Context) error {
+		if c.Int("runs") < 1 {
+			return errors.New("--runs must be at least 1")
+		}
+		return runMemBench(c, bench.RunMemory, bench.MemOptions{Runs: c.Int("runs")})
+	},
+}
+
+var benchDensityCommand = &cli.Command{
+	Name:  "density",
+	Usage: "start N idle pods at once under each runtime: how many start, their memory, and their removal",
+	Description: "Starts --pods idle containers (sleep) one after the other and keeps them all running,\n" +
+		"then measures each pod's PSS, removes them all and checks that nothing is left.\n" +
+		"Progress goes to stderr.",
+	Flags: []cli.Flag{
+		&cli.IntFlag{Name: "pods", Value: 20, Usage: "idle pods to run at once"},
+		&cli.DurationFlag{Name: "settle", Value: 3 * time.Second, Usage: "how long the pods idle before they are measured"},
+		&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
+		&cli.StringSliceFlag{Name: "runtimes", Value: cli.NewStringSlice("hull", "runc", "crun", "runsc"), Usage: "runtimes to measure, comma-separated"},
+	},
+	Action: func(c *cli.Context) error {
+		if c.Int("pods") < 1 || c.Int("pods") > 1000 {
+			return errors.New("--pods must be between 1 and 1000")
+		}
+		return runMemBench(c, bench.RunDensity, bench.MemOptions{Pods: c.Int("pods")})
+	},
+}
+
+// runMemBench runs bench memory or density with o and prints the report.
+func runMemBench(c *cli.Context, run func(context.Context, bench.MemOptions) (*bench.MemReport, error), o bench.MemOptions) error {
+	if c.NArg() != 0 {
+		return fmt.Errorf("%q takes no arguments", c.Command.Name)
+	}
+	hull, err := benchHull(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "hull-bench-mem-")
+	if err != nil {
+		return fmt.Errorf("creating bench directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	o.Runtimes, o.Hull, o.Settle = c.StringSlice("runtimes"), hull, c.Duration("settle")
+	o.StateDir, o.Bundle = filepath.Join(dir, "state"), filepath.Join(dir, "idle")
+	o.Version, o.Progress = version, os.Stderr
+	if err := os.Mkdir(o.Bundle, 0o755); err != nil {
+		return err
+	}
+	if err := busybox.WriteBundle(o.Bundle, bench.IdleProcess, nil); err != nil {
+		return fmt.Errorf("writing bundle: %w", err)
+	}
+	rep, err := run(ctx, o)
+	if err != nil {
+		if ctx.Err() != nil {
+			return cli.Exit("bench interrupted", 130)
+		}
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(rep)
+	}
+	return rep.WriteText(os.Stdout)
 }

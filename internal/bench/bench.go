@@ -35,7 +35,7 @@ var (
 const startOutput = "started\n"
 
 // Known lists the runtimes bench can measure, in its default order.
-var Known = []string{"hull", "runc", "crun", "runsc"}
+var Known = []string{"hull", "hull-pooled", "runc", "crun", "runsc"}
 
 // Baseline is the runtime the others' medians are divided by.
 const Baseline = "runc"
@@ -60,6 +60,9 @@ type Runtime struct {
 	// Deletes says the runtime has `delete --force ID`, run after a
 	// failed run so that no container outlives the benchmark.
 	Deletes bool
+	// Hull runs record their phases (monitor.PhaseLogEnv); Pooled ones
+	// claim their VM from a `hull pool` that bench runs beside them.
+	Hull, Pooled bool
 }
 
 // Find returns the runtime called name, keeping its state under root.
@@ -69,11 +72,12 @@ func Find(name, root string, hull []string) (Runtime, error) {
 	rt := Runtime{Name: name}
 	var flags []string
 	switch name {
-	case "hull":
+	case "hull", "hull-pooled":
 		if len(hull) == 0 {
 			return rt, errors.New("no hull binary given")
 		}
 		rt.Argv = append(slices.Clone(hull), "--root", root)
+		rt.Hull, rt.Pooled = true, name == "hull-pooled"
 		return rt, nil
 	case "runc":
 	case "crun":
@@ -118,6 +122,7 @@ type sample struct {
 	first  time.Duration // launch to the first byte of stdout; 0 if none
 	total  time.Duration // launch to exit
 	stdout string
+	phases []phase // hull's own account of the run
 }
 
 // measures are what bench reports, in order. Each takes one number from
@@ -177,6 +182,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		found = append(found, rt)
 	}
 
+	for _, rt := range found {
+		if rt.Pooled {
+			k, err := startKeeper(ctx, rt, o.StateDir, b.progress)
+			if err != nil {
+				return nil, err
+			}
+			defer k.stop()
+			b.keepers = append(b.keepers, k)
+		}
+	}
 	var ready []Runtime
 	for _, rt := range found {
 		fmt.Fprintf(b.progress, "warm-up %s...\n", rt.Name)
@@ -201,7 +216,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return slices.Index(o.Runtimes, a.Runtime) - slices.Index(o.Runtimes, b.Runtime)
 	})
 
-	// samples[measure][runtime] are the timed numbers.
+	// samples[measure][runtime] are the timed numbers; phases[runtime],
+	// hull's breakdown of its runs of /bin/true.
+	phases := make([][][]phase, len(ready))
 	samples := make([][][]time.Duration, len(measures))
 	for m := range measures {
 		samples[m] = make([][]time.Duration, len(ready))
@@ -210,11 +227,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		fmt.Fprintf(b.progress, "run %d/%d...\n", i, o.Runs)
 		for r, rt := range ready {
 			for m := range measures {
-				d, err := b.measure(ctx, rt, m)
+				s, err := b.measure(ctx, rt, m)
 				if err != nil {
 					return nil, err
 				}
-				samples[m][r] = append(samples[m][r], d)
+				samples[m][r] = append(samples[m][r], measures[m].pick(s))
+				if rt.Hull && measures[m].name == "true" {
+					phases[r] = append(phases[r], s.withOther())
+				}
 			}
 		}
 	}
@@ -226,6 +246,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		rep.Measures = append(rep.Measures, Measure{Name: ms.name, Title: ms.title, About: ms.about, Results: withRatios(res)})
 	}
+	for r, rt := range ready {
+		if len(phases[r]) > 0 {
+			rep.Phases = append(rep.Phases, summarizePhases(rt.Name, phases[r]))
+		}
+	}
 	return rep, nil
 }
 
@@ -235,6 +260,7 @@ type bencher struct {
 	timeout  time.Duration
 	progress io.Writer
 	seq      int
+	keepers  []*keeper
 }
 
 // warmUp runs each measure's bundle once, untimed.
@@ -247,20 +273,29 @@ func (b *bencher) warmUp(ctx context.Context, rt Runtime) error {
 	return nil
 }
 
-// measure runs the bundle of measures[m] once under rt and returns its
-// number.
-func (b *bencher) measure(ctx context.Context, rt Runtime, m int) (time.Duration, error) {
+// measure runs the bundle of measures[m] once under rt. A pooled runtime
+// first waits, untimed, for its pool to have a VM ready.
+func (b *bencher) measure(ctx context.Context, rt Runtime, m int) (sample, error) {
 	ms := measures[m]
 	b.seq++
 	id := fmt.Sprintf("bench-%d-%d", os.Getpid(), b.seq)
+	if rt.Pooled {
+		for _, k := range b.keepers {
+			if k.rt.Name == rt.Name {
+				if err := k.waitReady(ctx); err != nil {
+					return sample{}, err
+				}
+			}
+		}
+	}
 	s, err := b.launch(ctx, rt, ms.bundle(b.opts), id)
 	if err != nil {
-		return 0, err
+		return sample{}, err
 	}
 	if s.stdout != ms.stdout {
-		return 0, &RunError{Runtime: rt.Name, ID: id, Err: fmt.Errorf("container printed %q, want %q", s.stdout, ms.stdout)}
+		return sample{}, &RunError{Runtime: rt.Name, ID: id, Err: fmt.Errorf("container printed %q, want %q", s.stdout, ms.stdout)}
 	}
-	return ms.pick(s), nil
+	return s, nil
 }
 
 // launch runs container id of bundle under rt, stdin from /dev/null, and
@@ -281,12 +316,24 @@ func (b *bencher) launch(ctx context.Context, rt Runtime, bundle, id string) (sa
 	out := &stampWriter{}
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = out, &stderr
+	var phaseLog string
+	if rt.Hull {
+		phaseLog = filepath.Join(b.opts.StateDir, id+".phases")
+		defer os.Remove(phaseLog)
+		cmd.Env = append(os.Environ(), phaseLogEnv+"="+phaseLog)
+	}
 
 	out.start = time.Now()
 	err := cmd.Run()
 	total := time.Since(out.start)
 	if err == nil {
-		return sample{first: out.first, total: total, stdout: out.buf.String()}, nil
+		s := sample{first: out.first, total: total, stdout: out.buf.String()}
+		if phaseLog != "" {
+			if s.phases, err = readPhases(phaseLog); err != nil {
+				return sample{}, &RunError{Runtime: rt.Name, ID: id, Err: err}
+			}
+		}
+		return s, nil
 	}
 	if ctx.Err() != nil {
 		err = ctx.Err()

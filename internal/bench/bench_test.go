@@ -200,8 +200,10 @@ func TestFind(t *testing.T) {
 }
 
 // fakeRuntime logs its command line to $LOG and behaves like `run` of a
-// bench bundle: the start bundle prints startOutput.
-const fakeRuntime = `echo "${0##*/} $*" >>"$LOG"
+// bench bundle: the start bundle prints startOutput. As `pool` it says it
+// has a VM ready and waits to be stopped.
+const fakeRuntime = `case " $* " in *" pool "*) echo "pool: vm /x ready in 1ms (1/1)"; exec sleep 1000;; esac
+echo "${0##*/} $*" >>"$LOG"
 for a; do [ "$prev" = --bundle ] && bundle=$a; prev=$a; done
 case "$bundle" in */start) echo started;; esac`
 
@@ -238,7 +240,7 @@ func TestRun(t *testing.T) {
 		t.Fatalf("measures: %+v", rep.Measures)
 	}
 	for _, m := range rep.Measures {
-		if len(m.Results) != 2 || m.Results[0].Runtime != "hull" || m.Results[1].Runtime != "runc" {
+		if len(m.Results) != 3 || m.Results[0].Runtime != "hull" || m.Results[1].Runtime != "hull-pooled" || m.Results[2].Runtime != "runc" {
 			t.Fatalf("%s results: %+v", m.Name, m.Results)
 		}
 		for _, r := range m.Results {
@@ -258,15 +260,23 @@ func TestRun(t *testing.T) {
 		runs = append(runs, f[0]+" "+filepath.Base(f[len(f)-2]))
 	}
 	// Warm-up of each, then rounds that interleave the runtimes.
-	wantRuns := "hull start,hull true,runc start,runc true," +
-		"hull start,hull true,runc start,runc true," +
-		"hull start,hull true,runc start,runc true"
+	wantRuns := "hull start,hull true,hull start,hull true,runc start,runc true," +
+		"hull start,hull true,hull start,hull true,runc start,runc true," +
+		"hull start,hull true,hull start,hull true,runc start,runc true"
 	if got := strings.Join(runs, ","); got != wantRuns {
 		t.Errorf("runs:\n%s\nwant:\n%s", got, wantRuns)
 	}
 	first := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
 	if got := strings.Join(first[1:6], " "); got != "--config c.toml --root "+filepath.Join(dir, "state", "hull")+" run" {
 		t.Errorf("hull command line: %v", first)
+	}
+	// hull's runs are broken down by phase; the fake records none, so
+	// all of a run is "other".
+	if len(rep.Phases) != 2 || rep.Phases[1].Runtime != "hull-pooled" || len(rep.Phases[0].Phases) != 1 || rep.Phases[0].Phases[0].Name != otherPhase {
+		t.Errorf("phases: %+v", rep.Phases)
+	}
+	if !strings.Contains(progress.String(), "hull-pooled: pool started") {
+		t.Errorf("no pool for hull-pooled: %q", progress.String())
 	}
 	if !strings.Contains(progress.String(), "run 2/2...") {
 		t.Errorf("progress: %q", progress.String())
@@ -306,5 +316,39 @@ func writeScript(t *testing.T, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestReadPhases(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "phases")
+	if err := os.WriteFile(p, []byte(`{"phase":"vmm","ns":60000000}
+{"phase":"agent-ready","ns":2000000000}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readPhases(p)
+	if err != nil || len(got) != 2 || got[1] != (phase{"agent-ready", 2 * time.Second}) {
+		t.Fatalf("readPhases: %v, %v", got, err)
+	}
+	s := sample{total: 2500 * ms, phases: got}
+	if o := s.withOther(); len(o) != 3 || o[2] != (phase{otherPhase, 440 * ms}) {
+		t.Errorf("withOther: %v", o)
+	}
+	if none, err := readPhases(filepath.Join(dir, "missing")); none != nil || err != nil {
+		t.Errorf("no phase log: %v, %v", none, err)
+	}
+	if err := os.WriteFile(p, []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readPhases(p); err == nil {
+		t.Error("a garbled phase log was read")
+	}
+	sum := summarizePhases("hull", [][]phase{
+		{{"vmm", 10 * ms}, {"agent-ready", 100 * ms}},
+		{{"vmm", 30 * ms}, {"agent-ready", 300 * ms}, {"grow", 5 * ms}},
+	})
+	if len(sum.Phases) != 3 || sum.Phases[0] != (PhaseMedian{"vmm", 20 * ms}) || sum.Phases[2] != (PhaseMedian{"grow", 2500 * time.Microsecond}) || sum.Total != 222500*time.Microsecond {
+		t.Errorf("summarizePhases: %+v", sum)
 	}
 }

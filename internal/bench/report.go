@@ -23,6 +23,8 @@ type Report struct {
 	Runs        int           `json:"runs"`
 	Measures    []Measure     `json:"measures"`
 	Unavailable []Unavailable `json:"unavailable,omitempty"`
+	// Phases break hull's runs of /bin/true down, per hull runtime.
+	Phases []Phases `json:"phases,omitempty"`
 }
 
 // Machine is the host the numbers were taken on.
@@ -159,6 +161,9 @@ func (r *Report) WriteText(w io.Writer) error {
 				FormatDuration(res.Median), FormatDuration(res.Min), FormatDuration(res.Max), res.Runs, ratio)
 		}
 		tw.Flush()
+	}
+	for _, p := range r.Phases {
+		p.writeText(&b)
 	}
 	_, err := w.Write(b.Bytes())
 	return err

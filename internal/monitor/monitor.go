@@ -169,13 +169,13 @@ func (m *monitor) create(ctx context.Context) error {
 	}
 	m.sb = sb
 	for _, p := range sb.Phases {
-		logrus.Debugf("phase %-16s %v", p.Name, p.Duration)
+		recordPhase(p.Name, p.Duration)
 	}
 	t := time.Now()
 	if err := sb.CreateContainer(ctx, o.ID, o.Bundle); err != nil {
 		return err
 	}
-	logrus.Debugf("phase %-16s %v", "create-container", time.Since(t))
+	recordPhase("create-container", time.Since(t))
 	if m.relay, err = stdio.Start(ctx, sb.Agent, o.ID, "", o.IO); err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func (m *monitor) teardown() {
 		if err := m.sb.Destroy(context.Background()); err != nil {
 			logrus.WithError(err).Warn("tearing the sandbox down")
 		}
-		logrus.Debugf("phase %-16s %v", "teardown", time.Since(t))
+		recordPhase("teardown", time.Since(t))
 	}
 }
 

@@ -1,0 +1,33 @@
+package monitor
+
+import (
+	"encoding/json"
+	"os"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// PhaseLogEnv names a file that receives each timed phase of a container's
+// life as a JSON line, {"phase":"vmm","ns":61234567}: how `hull bench`
+// breaks a run down. Phases are also logged at debug level.
+const PhaseLogEnv = "HULL_PHASE_LOG"
+
+func recordPhase(name string, d time.Duration) {
+	logrus.Debugf("phase %-16s %v", name, d)
+	path := os.Getenv(PhaseLogEnv)
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		logrus.WithError(err).Warn("phase log")
+		return
+	}
+	defer f.Close()
+	b, _ := json.Marshal(struct {
+		Phase string `json:"phase"`
+		NS    int64  `json:"ns"`
+	}{name, d.Nanoseconds()})
+	_, _ = f.Write(append(b, '\n'))
+}
