@@ -57,6 +57,10 @@ type Hypervisor struct {
 	// up to MaxVCPUs and MaxMemoryMiB (0: the host's CPUs and memory).
 	MaxVCPUs     int `toml:"max_vcpus"`
 	MaxMemoryMiB int `toml:"max_memory_mib"`
+	// TCGTBSizeMiB caps the translation cache of a TCG guest (QEMU's
+	// tb-size), which otherwise grows to 1 GiB: memory per VM against
+	// time spent translating code again. 0 leaves QEMU's default.
+	TCGTBSizeMiB int `toml:"tcg_tb_size_mib"`
 	// Kernel and Initrd default to the files `hull image build` writes.
 	Kernel       string   `toml:"kernel"`
 	Initrd       string   `toml:"initrd"`
@@ -197,6 +201,7 @@ func (c *Config) Validate() error {
 		{h.MemoryMiB >= 64 && h.MemoryMiB <= 1<<20, "hypervisor.memory_mib must be between 64 and 1048576"},
 		{h.MaxVCPUs == 0 || (h.MaxVCPUs >= h.VCPUs && h.MaxVCPUs <= 255), "hypervisor.max_vcpus must be 0 (the host's CPUs) or between vcpus and 255"},
 		{h.MaxMemoryMiB == 0 || (h.MaxMemoryMiB >= h.MemoryMiB && h.MaxMemoryMiB <= 1<<24), "hypervisor.max_memory_mib must be 0 (the host's memory) or between memory_mib and 16777216"},
+		{h.TCGTBSizeMiB >= 0 && h.TCGTBSizeMiB <= 4096, "hypervisor.tcg_tb_size_mib must be between 0 (QEMU's default) and 4096"},
 		{h.BootTimeout.Duration > 0, "hypervisor.boot_timeout must be positive"},
 		{h.HotplugPorts >= 0 && h.HotplugPorts <= 16, "hypervisor.hotplug_ports must be between 0 and 16"},
 		{!strings.ContainsAny(h.KernelParams, "\n\x00"), "hypervisor.kernel_params must be one line"},

@@ -97,6 +97,8 @@ type VM struct {
 	// Detached VMMs outlive the process that starts them: a pool boots
 	// VMs for others to adopt.
 	Detached bool
+	// TBSizeMiB caps TCG's translation cache; 0 leaves QEMU's default.
+	TBSizeMiB int
 }
 
 // Size is how many vCPUs and how much memory a VM has.

@@ -257,6 +257,7 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 		MemoryMiB:     size.MemoryMiB,
 		MaxVCPUs:      top.VCPUs,
 		MaxMemoryMiB:  top.MemoryMiB,
+		TBSizeMiB:     h.TCGTBSizeMiB,
 		Kernel:        h.Kernel,
 		Initrd:        h.Initrd,
 		KernelParams:  KernelParams(s.cfg),

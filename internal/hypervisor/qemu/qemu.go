@@ -59,6 +59,13 @@ func (q *QEMU) Args() []string {
 		smp += ",maxcpus=" + strconv.Itoa(vm.MaxVCPUs)
 	}
 	machine := q.machine + ",accel=" + string(vm.Accel)
+	var accel []string
+	if vm.Accel == hypervisor.AccelTCG && vm.TBSizeMiB > 0 {
+		// The translation cache grows to QEMU's default of 1 GiB as code
+		// is translated; its cap bounds the VMM's memory.
+		machine = q.machine
+		accel = []string{"-accel", fmt.Sprintf("tcg,tb-size=%d", vm.TBSizeMiB)}
+	}
 	cpu := "max"
 	if vm.Accel == hypervisor.AccelKVM {
 		cpu = "host"
@@ -88,6 +95,7 @@ func (q *QEMU) Args() []string {
 		"-qmp", "unix:" + q.qmpSocket() + ",server=on,wait=off",
 		"-qmp", "unix:" + ControlSocket(vm.StateDir) + ",server=on,wait=off",
 	}
+	args = append(args, accel...)
 	if needsSharedMem {
 		args = append(args, "-object", "memory-backend-memfd,id=mem,size="+mem+",share=on")
 	}

@@ -68,6 +68,18 @@ func TestArgs(t *testing.T) {
 			avoid: [][2]string{{"-device", "virtserialport"}},
 		},
 		{
+			name: "tcg translation cache capped",
+			vm:   func(v *hypervisor.VM) { v.TBSizeMiB = 64 },
+			want: [][2]string{{"-machine", "q35"}, {"-accel", "tcg,tb-size=64"}},
+			// -accel and -machine accel= are mutually exclusive.
+			avoid: [][2]string{{"-machine", "accel="}},
+		},
+		{
+			name: "growable",
+			vm:   func(v *hypervisor.VM) { v.MaxVCPUs, v.MaxMemoryMiB = 4, 4096 },
+			want: [][2]string{{"-smp", "2,maxcpus=4"}, {"-m", "size=256M,slots=16,maxmem=4096M"}, {"-qmp", "unix:/run/hull/c1/qmp-ctl.sock"}},
+		},
+		{
 			name: "virtio-fs needs shared memory",
 			vm: func(v *hypervisor.VM) {
 				v.SharedFS = []hypervisor.SharedFS{{Kind: hypervisor.VirtioFS, Tag: "hullfs", Socket: "/run/hull/c1/vfs.sock"}}
