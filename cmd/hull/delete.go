@@ -48,7 +48,7 @@ func deleteContainer(cfg *config.Config, id string, force bool) error {
 	if err != nil {
 		return err
 	}
-	defer h.Close()
+	defer func() { h.Close() }()
 	h.Refresh()
 	switch h.Status {
 	case container.Running, container.Paused:
@@ -58,7 +58,15 @@ func deleteContainer(cfg *config.Config, id string, force bool) error {
 	}
 	// hull run deletes its own record: it is the monitor, already done.
 	if h.MonitorAlive() && h.Pid != os.Getpid() {
-		stopMonitor(cfg, &h.State)
+		// Unlocked meanwhile: the monitor records the exit under the lock.
+		st := h.State
+		h.Close()
+		stopMonitor(cfg, &st)
+		if h, err = root.Open(id); errors.Is(err, container.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return err
+		}
 	}
 	if err := cleanupLeftovers(root, id); err != nil {
 		return err
