@@ -282,6 +282,19 @@ func TestShimBlockRootfs(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// For comparison, a pod member on a shared rootfs directory.
+	dirBundle := makeBundle(t, []string{"true"}, func(s *specs.Spec) {
+		s.Annotations = map[string]string{annotationContainerType: "container", annotationSandboxID: pod}
+	})
+	start := time.Now()
+	if _, err := s.task.Create(ctx, &taskAPI.CreateTaskRequest{ID: "dir1", Bundle: dirBundle}); err != nil {
+		t.Fatalf("creating a pod member on a directory: %v", err)
+	}
+	t.Logf("create with a shared rootfs: %v", time.Since(start))
+	if _, err := s.task.Delete(ctx, &taskAPI.DeleteRequest{ID: "dir1"}); err != nil {
+		t.Fatal(err)
+	}
+
 	// A block container: its root is the disk.
 	script := `grep ' / ' /proc/mounts; echo written-in-vm > /from-guest; sync; echo ready; sleep 1000`
 	bundle, img, dev := blockBundle(t, pod, []string{"sh", "-c", script})
@@ -292,7 +305,7 @@ func TestShimBlockRootfs(t *testing.T) {
 	}
 	stdout, lines := outputFIFO(t, ctx)
 	rootfs := []*types.Mount{{Type: "ext4", Source: dev}}
-	start := time.Now()
+	start = time.Now()
 	if _, err := s.task.Create(ctx, &taskAPI.CreateTaskRequest{ID: "blk1", Bundle: bundle, Rootfs: rootfs, Stdout: stdout}); err != nil {
 		t.Fatalf("creating the block container: %v", err)
 	}
