@@ -488,3 +488,37 @@ func TestShimBlockRootfsCrash(t *testing.T) {
 	}
 	_ = shim.RemoveSocket(address)
 }
+
+// TestShimBlockRootfsNoPorts: with hypervisor.hotplug_ports = 0 a block
+// rootfs is refused with an error that names the setting, and the VM
+// booted for it goes again.
+func TestShimBlockRootfsNoPorts(t *testing.T) {
+	e := requireEnv(t)
+	for _, tool := range []string{"mkfs.ext4", "losetup"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s", tool)
+		}
+	}
+	c := launchContainerd(t, e, daemonOpts{hullConfig: "[hypervisor]\nhotplug_ports = 0\n"})
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), shimNS), 5*time.Minute)
+	defer cancel()
+	id := "blknoport"
+	bundle, _, dev := blockBundle(t, id, []string{"true"})
+	log := shimLog(t, ctx, bundle)
+	address, err := startShim(t, c, id, bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := connectShim(t, ctx, address, log)
+	_, err = s.task.Create(ctx, &taskAPI.CreateTaskRequest{ID: id, Bundle: bundle, Rootfs: []*types.Mount{{Type: "ext4", Source: dev}}})
+	if err == nil || !strings.Contains(err.Error(), "no free hot-plug port in the vm: it has none (hypervisor.hotplug_ports = 0)") {
+		t.Errorf("block rootfs without ports: %v", err)
+	}
+	t.Logf("create refused: %v", err)
+	_, _ = s.task.Shutdown(ctx, &taskAPI.ShutdownRequest{ID: id})
+	s.conn.Close()
+	waitPidExit(t, s.pid, 30*time.Second)
+	if _, err := os.Stat(strings.TrimPrefix(address, "unix://")); !os.IsNotExist(err) {
+		t.Errorf("shim socket left: %v", err)
+	}
+}
