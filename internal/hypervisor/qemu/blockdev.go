@@ -162,16 +162,17 @@ func DetachBlock(ctx context.Context, stateDir, serial string) error {
 	for present {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("unplugging disk %s: the guest did not release it: %w", serial, ctx.Err())
 		case <-time.After(unplugPoll):
-		}
-		if present, err = q.hasDevice(ctx, device); err != nil {
-			return err
-		}
-		if !present {
-			if present, err = q.nodeAttached(ctx, node); err != nil {
-				return err
+			present, err = q.hasDevice(ctx, device)
+			if err == nil && !present {
+				present, err = q.nodeAttached(ctx, node)
 			}
+		}
+		if ctx.Err() != nil && (present || err != nil) {
+			return fmt.Errorf("unplugging disk %s: the guest did not release it: %w", serial, ctx.Err())
+		}
+		if err != nil {
+			return err
 		}
 	}
 	open, err := q.hasNode(ctx, node)
