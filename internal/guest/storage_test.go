@@ -97,20 +97,20 @@ func fakeDisks(t *testing.T, disks map[string]string) {
 		}
 	}
 	for name, serial := range disks {
-		addDisk(t, name, serial)
+		if err := addDisk(sysBlock, devDir, name, serial); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
-func addDisk(t *testing.T, name, serial string) {
-	if err := os.MkdirAll(filepath.Join(sysBlock, name), 0o755); err != nil {
-		t.Error(err)
+func addDisk(sys, dev, name, serial string) error {
+	if err := os.MkdirAll(filepath.Join(sys, name), 0o755); err != nil {
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(sysBlock, name, "serial"), []byte(serial), 0o644); err != nil {
-		t.Error(err)
+	if err := os.WriteFile(filepath.Join(sys, name, "serial"), []byte(serial), 0o644); err != nil {
+		return err
 	}
-	if err := os.Symlink("/dev/null", filepath.Join(devDir, name)); err != nil {
-		t.Error(err)
-	}
+	return os.Symlink("/dev/null", filepath.Join(dev, name))
 }
 
 func TestFindDisk(t *testing.T) {
@@ -133,11 +133,16 @@ func TestFindDisk(t *testing.T) {
 		t.Errorf("disk without a node: %v", err)
 	}
 	// A disk plugged while the agent waits is found.
-	go func() {
+	plugged := make(chan error, 1)
+	go func(sys, dev string) {
 		time.Sleep(30 * time.Millisecond)
-		addDisk(t, "vdd", "hull-hotplug")
-	}()
-	if dev, err := findDisk(ctx, "hull-hotplug"); err != nil || dev != filepath.Join(devDir, "vdd") {
+		plugged <- addDisk(sys, dev, "vdd", "hull-hotplug")
+	}(sysBlock, devDir)
+	dev, err := findDisk(ctx, "hull-hotplug")
+	if perr := <-plugged; perr != nil {
+		t.Fatal(perr)
+	}
+	if err != nil || dev != filepath.Join(devDir, "vdd") {
 		t.Fatalf("hot-plugged disk: %q, %v", dev, err)
 	}
 	ms, err := prepareStorages(ctx, "c1", []*agent.Storage{blkStorage(func(s *agent.Storage) { s.Source = "hull-mine" })})
