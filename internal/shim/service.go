@@ -55,8 +55,14 @@ type service struct {
 	sandboxID  string // the pod's id, "" until the first container
 	sb         *sandbox.Sandbox
 	containers map[string]*task // by container id
-	events     chan any
 	shutdown   shutdown.Service
+
+	// events go to containerd in order (forward); once the shim shuts
+	// down they are closed, which closes the publisher.
+	events    chan any
+	evMu      sync.Mutex
+	evClosed  bool
+	forwarded chan struct{}
 }
 
 var _ taskAPI.TaskService = (*service)(nil)
@@ -75,13 +81,15 @@ func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 		ns:         ns,
 		containers: map[string]*task{},
 		events:     make(chan any, 128),
+		forwarded:  make(chan struct{}),
 		shutdown:   sd,
 	}
 	go s.forward(ctx, publisher)
 	sd.RegisterCallback(func(context.Context) error {
 		s.mu.Lock()
-		defer s.mu.Unlock()
 		s.destroyVM()
+		s.mu.Unlock()
+		s.closeEvents()
 		return nil
 	})
 	return s, nil
@@ -96,12 +104,29 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 func (s *service) forward(ctx context.Context, publisher shim.Publisher) {
 	ns, _ := namespaces.Namespace(ctx)
 	ctx = namespaces.WithNamespace(context.Background(), ns)
+	defer close(s.forwarded)
 	for e := range s.events {
 		if err := publisher.Publish(ctx, topicOf(e), e); err != nil {
 			log.G(ctx).WithError(err).Warn("publishing event")
 		}
 	}
+	// containerd's shim waits for this before it exits.
 	publisher.Close()
+}
+
+// closeEvents ends forward once the events sent so far are published (or
+// a few seconds have passed); later events are dropped.
+func (s *service) closeEvents() {
+	s.evMu.Lock()
+	if !s.evClosed {
+		s.evClosed = true
+		close(s.events)
+	}
+	s.evMu.Unlock()
+	select {
+	case <-s.forwarded:
+	case <-time.After(3 * time.Second):
+	}
 }
 
 func topicOf(e any) string {
@@ -128,7 +153,13 @@ func topicOf(e any) string {
 	return runtime.TaskUnknownTopic
 }
 
-func (s *service) send(e any) { s.events <- e }
+func (s *service) send(e any) {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	if !s.evClosed {
+		s.events <- e
+	}
+}
 
 // vm returns the pod's VM, booting it for the pod's first container, whose
 // io.hull.config.* annotations may size it and whose network namespace

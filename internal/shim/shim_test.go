@@ -1,11 +1,15 @@
 package shim
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/events"
+	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/runtime"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -66,5 +70,45 @@ func TestRemoveEmptyParents(t *testing.T) {
 	}
 	if _, err := os.Stat(root); err != nil {
 		t.Fatal("removed above the pods dir")
+	}
+}
+
+// recorder is a shim.Publisher that keeps what it is given.
+type recorder struct {
+	mu     sync.Mutex
+	topics []string
+	closed bool
+}
+
+func (r *recorder) Publish(_ context.Context, topic string, _ events.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.topics = append(r.topics, topic)
+	return nil
+}
+
+func (r *recorder) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	return nil
+}
+
+// Shutting down publishes what was sent and closes the publisher, which
+// containerd's shim code waits for before it exits; later events are
+// dropped, not a panic.
+func TestCloseEventsClosesThePublisher(t *testing.T) {
+	r := &recorder{}
+	s := &service{events: make(chan any, 4), forwarded: make(chan struct{})}
+	go s.forward(namespaces.WithNamespace(context.Background(), "k8s.io"), r)
+	s.send(&eventstypes.TaskCreate{})
+	s.send(&eventstypes.TaskExit{})
+	s.closeEvents()
+	s.send(&eventstypes.TaskDelete{})
+	s.closeEvents()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed || len(r.topics) != 2 || r.topics[1] != runtime.TaskExitEventTopic {
+		t.Errorf("publisher: closed %v, topics %v", r.closed, r.topics)
 	}
 }
