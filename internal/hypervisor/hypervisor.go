@@ -99,6 +99,9 @@ type VM struct {
 	Detached bool
 	// TBSizeMiB caps TCG's translation cache; 0 leaves QEMU's default.
 	TBSizeMiB int
+	// Nice lowers the VMM's CPU priority (a pool's VMs boot behind the
+	// work of claimed ones); Renice restores it.
+	Nice int
 }
 
 // Size is how many vCPUs and how much memory a VM has.

@@ -154,9 +154,22 @@ func (s *Sandbox) growClaimed(ctx context.Context) error {
 	return err
 }
 
-// adoptIntoCgroup moves a process the pool started into the sandbox's
-// cgroup. What it was charged before stays with the pool's cgroup.
+// poolNice is the nice value a pool's VMs boot with: the keeper refills
+// the pool right after a claim, and the claimed VM's work comes first.
+func (s *Sandbox) poolNice() int {
+	if s.forPool {
+		return 10
+	}
+	return 0
+}
+
+// adoptIntoCgroup gives a process the pool started a normal priority and
+// moves it into the sandbox's cgroup. What it was charged before stays
+// with the pool's cgroup.
 func (s *Sandbox) adoptIntoCgroup(pid int) error {
+	if err := hypervisor.Renice(pid, 0); err != nil {
+		return fmt.Errorf("renicing process %d: %w", pid, err)
+	}
 	if s.cg == nil {
 		return nil
 	}

@@ -171,6 +171,7 @@ func (s *Sandbox) startVirtiofsd(ctx context.Context) error {
 		Socket:   filepath.Join(s.Dir, "virtiofsd.sock"),
 		Log:      filepath.Join(s.Dir, "virtiofsd.log"),
 		Detached: s.forPool,
+		Nice:     s.poolNice(),
 	}
 	if s.claimed != nil && s.claimed.VirtiofsdPid > 0 {
 		if err := s.fsd.Adopt(s.claimed.VirtiofsdPid); err != nil {
@@ -279,7 +280,7 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 			vm.NICs = append(vm.NICs, hypervisor.NIC{MAC: s.net.Interfaces[i].MAC, Tap: tap})
 		}
 	}
-	vm.Detached = s.forPool
+	vm.Detached, vm.Nice = s.forPool, s.poolNice()
 	if s.claimed != nil {
 		q, err := qemu.Adopt(ctx, h.Path, h.Machine, vm, s.claimed.QEMUPid)
 		if err != nil {
@@ -320,18 +321,13 @@ func (s *Sandbox) waitAgent(parent context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	var err error
-	switch ch, _ := Channel(s.cfg); ch {
-	case hypervisor.ChannelVsock:
-		s.sess, err = channel.DialVsock(ctx, vsockCID(s.ID))
-	default:
-		s.sess, err = channel.DialSerial(ctx, filepath.Join(s.Dir, "agent.sock"))
-	}
-	if err == nil {
-		s.Agent, err = agentclient.New(s.sess, s.cfg.Agent.RequestTimeout.Duration)
-	}
-	if err == nil {
-		s.Guest, err = s.Agent.WaitReady(ctx)
+	err := s.connectAgent(ctx)
+	for s.claimed != nil && err != nil && ctx.Err() == nil {
+		// A pool's VM may still be reading the keeper's old session when
+		// the claimer's bytes arrive; the agent then reopens its port and
+		// the next try finds it.
+		s.closeAgent()
+		err = s.connectAgent(ctx)
 	}
 	if err == nil {
 		return nil
@@ -350,6 +346,42 @@ func (s *Sandbox) waitAgent(parent context.Context) error {
 		return fmt.Errorf("%w: no answer from the agent within %s: %s", ErrBoot, s.cfg.Hypervisor.BootTimeout.Duration, s.consoleTail())
 	}
 	return fmt.Errorf("%w: %v", ErrBoot, err)
+}
+
+// connectAgent opens the agent channel and waits for the agent's answer;
+// for a VM claimed from a pool, which has booted already, a second at most.
+func (s *Sandbox) connectAgent(ctx context.Context) error {
+	if s.claimed != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Second)
+		defer cancel()
+	}
+	var err error
+	switch ch, _ := Channel(s.cfg); ch {
+	case hypervisor.ChannelVsock:
+		s.sess, err = channel.DialVsock(ctx, vsockCID(s.ID))
+	default:
+		s.sess, err = channel.DialSerial(ctx, filepath.Join(s.Dir, "agent.sock"))
+	}
+	if err == nil {
+		s.Agent, err = agentclient.New(s.sess, s.cfg.Agent.RequestTimeout.Duration)
+	}
+	if err == nil {
+		s.Guest, err = s.Agent.WaitReady(ctx)
+	}
+	return err
+}
+
+// closeAgent closes the agent client and channel, if open.
+func (s *Sandbox) closeAgent() {
+	if s.Agent != nil {
+		s.Agent.Close()
+		s.Agent = nil
+	}
+	if s.sess != nil {
+		s.sess.Close()
+		s.sess = nil
+	}
 }
 
 // ansiEscape matches the terminal control sequences firmware prints.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,8 @@ type Virtiofsd struct {
 
 	// Detached daemons outlive the process that starts them (a pool's).
 	Detached bool
+	// Nice lowers the daemon's CPU priority (a pool's).
+	Nice int
 
 	cmd     *exec.Cmd
 	adopted *hypervisor.Adopted
@@ -70,13 +73,17 @@ func (v *Virtiofsd) Start(ctx context.Context) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(v.Binary,
-		"--socket-path="+v.Socket,
-		"-o", "source="+v.Source,
+	args := []string{
+		"--socket-path=" + v.Socket,
+		"-o", "source=" + v.Source,
 		"-o", "cache=auto",
 		"-o", "sandbox=chroot",
 		"-o", "log_level=warn",
-	)
+	}
+	cmd := exec.Command(v.Binary, args...)
+	if v.Nice > 0 {
+		cmd = exec.Command("nice", append([]string{"-n", strconv.Itoa(v.Nice), v.Binary}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if v.Detached {

@@ -153,6 +153,10 @@ func (q *QEMU) Start(ctx context.Context) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(q.binary, q.Args()...)
+	if q.vm.Nice > 0 {
+		// Through nice(1), so that every thread QEMU makes inherits it.
+		cmd = exec.Command("nice", append([]string{"-n", strconv.Itoa(q.vm.Nice), q.binary}, q.Args()...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	for _, nic := range q.vm.NICs {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, nic.Tap)
