@@ -62,7 +62,7 @@ func TestEventsOOM(t *testing.T) {
 		return strings.Contains(readFile(t, out.Name()), `{"type":"oom","id":"oom"}`)
 	})
 	for _, l := range strings.Split(readFile(t, out.Name()), "\n") {
-		if strings.Contains(l, `"oom"`) {
+		if strings.Contains(l, `"type":"oom"`) {
 			t.Logf("hull events printed: %s", l)
 		}
 	}
