@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -77,16 +78,7 @@ var benchStartCommand = &cli.Command{
 		}
 
 		rep, err := bench.Run(ctx, opts)
-		if err != nil {
-			if ctx.Err() != nil {
-				return cli.Exit("bench interrupted", 130)
-			}
-			return err
-		}
-		if c.Bool("json") {
-			return printJSON(rep)
-		}
-		return rep.WriteText(os.Stdout)
+		return finishBench(ctx, c, rep, err)
 	},
 }
 
@@ -129,16 +121,7 @@ var benchNetCommand = &cli.Command{
 			Version:  version,
 			Progress: os.Stderr,
 		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return cli.Exit("bench interrupted", 130)
-			}
-			return err
-		}
-		if c.Bool("json") {
-			return printJSON(rep)
-		}
-		return rep.WriteText(os.Stdout)
+		return finishBench(ctx, c, rep, err)
 	},
 }
 
@@ -198,16 +181,7 @@ var benchIOCommand = &cli.Command{
 			Version:  version,
 			Progress: os.Stderr,
 		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return cli.Exit("bench interrupted", 130)
-			}
-			return err
-		}
-		if c.Bool("json") {
-			return printJSON(rep)
-		}
-		return rep.WriteText(os.Stdout)
+		return finishBench(ctx, c, rep, err)
 	},
 }
 
@@ -293,6 +267,12 @@ func runMemBench(c *cli.Context, run func(context.Context, bench.MemOptions) (*b
 		return fmt.Errorf("writing bundle: %w", err)
 	}
 	rep, err := run(ctx, o)
+	return finishBench(ctx, c, rep, err)
+}
+
+// finishBench prints a benchmark's report, as text or with --json, or
+// says why there is none.
+func finishBench(ctx context.Context, c *cli.Context, rep interface{ WriteText(io.Writer) error }, err error) error {
 	if err != nil {
 		if ctx.Err() != nil {
 			return cli.Exit("bench interrupted", 130)
