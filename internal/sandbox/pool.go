@@ -70,14 +70,7 @@ func (s *Sandbox) Release() (*pool.VM, error) {
 	if s.fsd != nil {
 		vm.VirtiofsdPid = s.fsd.Pid()
 	}
-	if s.Agent != nil {
-		s.Agent.Close()
-		s.Agent = nil
-	}
-	if s.sess != nil {
-		s.sess.Close()
-		s.sess = nil
-	}
+	s.closeAgent()
 	return vm, q.Release()
 }
 
