@@ -3,13 +3,14 @@ GO        ?= go
 BIN       ?= bin
 IMAGE_DIR ?= /var/lib/hull/image
 IMAGE_9P_DIR ?= $(IMAGE_DIR)-9p
+IMAGE_TUNED_DIR ?= $(IMAGE_DIR)-tuned
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 AGENT_LDFLAGS := -s -w -extldflags "-static" -X github.com/hullrt/hull/internal/guest.Version=$(VERSION)
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build hull agent shim crictl image image-9p test unit integration demo proto lint clean help
+.PHONY: all deps kernel-deps build hull agent shim crictl image image-9p kernel image-tuned test unit integration demo proto lint clean help
 
 all: build
 
@@ -38,6 +39,16 @@ image: build ## build the guest image (kernel + initrd) into $(IMAGE_DIR)
 # The cloud kernel has no 9p: this image boots the generic kernel.
 image-9p: build ## build a guest image that mounts virtio-9p (generic kernel) into $(IMAGE_9P_DIR)
 	$(BIN)/hull image build --shared-fs virtio-9p --output $(IMAGE_9P_DIR)
+
+# The tuned kernel is opt-in: neither deps nor demo nor CI builds it.
+kernel-deps: ## install what building the tuned kernel needs: linux-source, compiler, bison, flex... (root)
+	scripts/install-kernel-deps.sh
+
+kernel: build kernel-deps ## build the tuned guest kernel from linux-source into the kernel cache (10-15 min on 2 cores; cached)
+	$(BIN)/hull image kernel
+
+image-tuned: kernel ## build a guest image that boots the tuned kernel into $(IMAGE_TUNED_DIR)
+	$(BIN)/hull image build --kernel tuned --output $(IMAGE_TUNED_DIR)
 
 unit: ## unit tests (no root, no VMs)
 	$(GO) test ./...
@@ -69,4 +80,4 @@ clean:
 	rm -rf $(BIN)
 
 help:
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'

@@ -20,6 +20,7 @@ var imageCommand = &cli.Command{
 		Usage: "build the guest image from an installed kernel and the hull-agent binary",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "kernel-version", Usage: "installed kernel to use (default: image.kernel_version, else the newest cloud kernel)"},
+			&cli.StringFlag{Name: "kernel", Usage: `a kernel file with everything built in, instead of an installed kernel: "tuned" for the one 'hull image kernel' built, or a bzImage or vmlinux with its config beside it (default: image.kernel)`},
 			&cli.StringFlag{Name: "agent", Usage: "hull-agent binary (default: image.agent, else next to hull)"},
 			&cli.StringFlag{Name: "output", Usage: "output directory (default: image.dir)"},
 			&cli.StringFlag{Name: "shared-fs", Usage: "shared filesystem the guest must mount, virtio-fs or virtio-9p; without --kernel-version it picks the kernel (default: storage.shared_fs)"},
@@ -32,11 +33,23 @@ var imageCommand = &cli.Command{
 			}
 			o := image.Options{
 				KernelVersion: firstNonEmpty(c.String("kernel-version"), cfg.Image.KernelVersion),
+				KernelPath:    firstNonEmpty(c.String("kernel"), cfg.Image.Kernel),
 				AgentPath:     firstNonEmpty(c.String("agent"), agentPath(cfg)),
 				OutputDir:     firstNonEmpty(c.String("output"), cfg.Image.Dir),
 				SharedFS:      firstNonEmpty(c.String("shared-fs"), cfg.Storage.SharedFS),
 				Force:         c.Bool("force"),
 				Progress:      os.Stderr,
+			}
+			// Either flag overrides both keys of the configuration.
+			if c.IsSet("kernel") || c.IsSet("kernel-version") {
+				o.KernelPath, o.KernelVersion = c.String("kernel"), c.String("kernel-version")
+			}
+			if o.KernelPath == "tuned" {
+				k, err := image.FindKernel(image.KernelBuildOptions{})
+				if err != nil {
+					return fmt.Errorf("building guest image: %w", err)
+				}
+				o.KernelPath = k.BzImage
 			}
 			img, err := image.Build(c.Context, o)
 			if err != nil {
@@ -50,7 +63,7 @@ var imageCommand = &cli.Command{
 				state, img.KernelVersion, img.Kernel, img.Initrd, img.Digest, strings.Join(img.SharedFS, ", "))
 			return nil
 		},
-	}},
+	}, imageKernelCommand},
 }
 
 // agentPath is the hull-agent binary to put into the image.

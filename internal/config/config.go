@@ -102,6 +102,9 @@ type Image struct {
 	AgentPath string `toml:"agent"`
 	// KernelVersion picks an installed kernel; "" means the newest cloud kernel.
 	KernelVersion string `toml:"kernel_version"`
+	// Kernel, instead of KernelVersion, is a kernel file with everything
+	// built in: "tuned" for the one `hull image kernel` built, or a path.
+	Kernel string `toml:"kernel"`
 }
 
 // Duration is a time.Duration written as a string ("30s") in TOML.
@@ -209,6 +212,8 @@ func (c *Config) Validate() error {
 		{oneOf(c.Agent.Channel, "auto", "virtio-serial", "vsock"), `agent.channel must be "auto", "virtio-serial" or "vsock"`},
 		{c.Agent.RequestTimeout.Duration > 0, "agent.request_timeout must be positive"},
 		{filepath.IsAbs(c.Image.Dir), "image.dir must be an absolute path"},
+		{c.Image.Kernel == "" || c.Image.Kernel == "tuned" || filepath.IsAbs(c.Image.Kernel), `image.kernel must be "tuned" or an absolute path`},
+		{c.Image.Kernel == "" || c.Image.KernelVersion == "", "image.kernel and image.kernel_version are mutually exclusive"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {

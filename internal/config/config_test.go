@@ -81,6 +81,13 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "sandbox cgroup not a bool", body: "[runtime]\nsandbox_cgroup = \"yes\"\n", wantErr: "sandbox_cgroup"},
+		{name: "tuned kernel", body: "[image]\nkernel = \"tuned\"\n", check: func(t *testing.T, c *Config) {
+			if c.Image.Kernel != "tuned" {
+				t.Errorf("image.kernel = %q", c.Image.Kernel)
+			}
+		}},
+		{name: "relative kernel", body: "[image]\nkernel = \"bzImage\"\n", wantErr: "image.kernel"},
+		{name: "kernel and kernel version", body: "[image]\nkernel = \"/k/bzImage\"\nkernel_version = \"6.1.0-9-amd64\"\n", wantErr: "mutually exclusive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,11 @@
 // the agent loads before it does anything else. The initrd is reproducible:
 // the same kernel, modules and agent give the same bytes, and a build whose
 // inputs have not changed reuses the image already on disk.
+//
+// It also builds the tuned guest kernel (BuildKernel): Debian's kernel
+// source configured by tinyconfig plus hull's fragment, with everything the
+// guest needs built in, cached by the digests of source and fragment. An
+// image of such a kernel file has no modules.
 package image
 
 import (
@@ -29,6 +34,12 @@ type Options struct {
 	ModulesDir    string // default "/lib/modules"
 	AgentPath     string // the hull-agent binary; required
 	OutputDir     string // where the image goes; required, created when missing
+	// KernelPath, instead of KernelVersion, boots a kernel image file (a
+	// bzImage, or a vmlinux with a PVH entry) that has what the guest needs
+	// built in, such as `hull image kernel` builds: the initrd gets no
+	// modules. Its configuration, in a file named config or .config beside
+	// it, says what it has.
+	KernelPath string
 	// SharedFS, if set, is the shared filesystem ("virtio-fs",
 	// "virtio-9p") the guest must be able to mount: its modules become
 	// required, and they decide the kernel when KernelVersion is empty.
@@ -126,10 +137,18 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 	}
 
 	var kver, kernelPath string
+	var table *moduleTable
 	var err error
-	if need != nil && o.KernelVersion == "" {
+	switch {
+	case o.KernelPath != "":
+		if o.KernelVersion != "" {
+			return nil, errors.New("building image: a kernel version and a kernel file are mutually exclusive")
+		}
+		kernelPath = o.KernelPath
+		kver, table, err = kernelFileTable(kernelPath)
+	case need != nil && o.KernelVersion == "":
 		kver, kernelPath, err = kernelFor(o.BootDir, o.ModulesDir, *need)
-	} else {
+	default:
 		kver, kernelPath, err = findKernel(o.BootDir, o.KernelVersion)
 	}
 	if err != nil {
@@ -137,12 +156,16 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 	}
 	note("kernel %s", kernelPath)
 	note("resolving modules...")
-	table, err := readModuleTable(filepath.Join(o.ModulesDir, kver))
-	if err != nil {
-		return nil, fmt.Errorf("kernel modules for %s: %w", kver, err)
+	if table == nil {
+		if table, err = readModuleTable(filepath.Join(o.ModulesDir, kver)); err != nil {
+			return nil, fmt.Errorf("kernel modules for %s: %w", kver, err)
+		}
 	}
 	mods, err := table.resolve(o.Modules, kver, note)
-	if need != nil && errors.Is(err, ErrModuleNotFound) {
+	switch {
+	case o.KernelPath != "" && errors.Is(err, ErrModuleNotFound):
+		err = fmt.Errorf("%w (a kernel file must have it built in; see its configuration beside it)", err)
+	case need != nil && errors.Is(err, ErrModuleNotFound):
 		err = fmt.Errorf("%w (%s needs a kernel with %s, such as %s's)", err, need.kind, need.fs, need.pkg)
 	}
 	if err != nil {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what `hull image kernel` (make kernel) needs to build the tuned
+# guest kernel: Debian's kernel source and the tools to build it. Opt-in:
+# scripts/install-deps.sh, make demo and CI do not run this, since the
+# default image boots the distribution's kernel and needs none of it.
+set -euo pipefail
+
+packages=(
+	linux-source                   # /usr/src/linux-source-<version>.tar.xz
+	build-essential bc bison flex  # the compiler and what kconfig and kbuild run
+	libelf-dev                     # objtool (the ORC unwinder)
+	libssl-dev                     # host tools that kbuild builds unconditionally
+	lz4                            # the bzImage's compressor
+	xz-utils
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} > 0)); then
+	echo "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
