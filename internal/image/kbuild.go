@@ -289,7 +289,12 @@ func BuildKernel(ctx context.Context, o KernelBuildOptions) (*Kernel, error) {
 	if err := os.RemoveAll(b.work); err != nil {
 		return nil, fmt.Errorf("removing an old build: %w", err)
 	}
-	defer os.RemoveAll(b.work)
+	defer func() {
+		// Over a gigabyte: seconds, which a ^C'd user would otherwise wait
+		// out in silence.
+		note("removing the build tree...")
+		os.RemoveAll(b.work)
+	}()
 	k, err := b.run(ctx, want, key, dir)
 	if err == nil || !b.keepLog {
 		os.Remove(b.log)
