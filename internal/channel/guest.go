@@ -42,6 +42,12 @@ func ServeSerial(dev string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", dev, err)
 	}
+	return ServeSerialFile(f)
+}
+
+// ServeSerialFile is ServeSerial on a port already open; the listener
+// closes f.
+func ServeSerialFile(f *os.File) (net.Listener, error) {
 	mux, err := yamux.Server(f, config())
 	if err != nil {
 		f.Close()

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/signal"
 	"strings"
 	"time"
 
 	"github.com/containerd/ttrpc"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	agent "github.com/hullrt/hull/api/agent/v1"
 	"github.com/hullrt/hull/internal/channel"
@@ -52,22 +55,76 @@ func Serve(ctx context.Context, a *Agent) error {
 }
 
 func serveSerial(ctx context.Context, srv *ttrpc.Server, dev string) error {
+	sigio := make(chan os.Signal, 1)
+	signal.Notify(sigio, unix.SIGIO)
+	defer signal.Stop(sigio)
+	var port *os.File // open already, by waitHost
 	for ctx.Err() == nil {
-		l, err := channel.ServeSerial(dev)
+		var l net.Listener
+		var err error
+		if port != nil {
+			l, err = channel.ServeSerialFile(port)
+		} else {
+			l, err = channel.ServeSerial(dev)
+		}
 		if err != nil {
 			return err
 		}
 		start := time.Now()
 		err = srv.Serve(ctx, l)
 		l.Close()
+		port = nil
 		logrus.WithError(err).Debug("host channel closed")
-		// A port without a host connection reads EOF at once; do not spin
-		// while waiting for the host to come back.
+		// A port without a host connection reads EOF at once: wait for
+		// the host to come back (a VM in a pool waits for its claimer).
 		if time.Since(start) < 50*time.Millisecond {
-			time.Sleep(20 * time.Millisecond)
+			port = waitHost(ctx, dev, sigio)
 		}
 	}
 	return ctx.Err()
+}
+
+// waitHost opens the virtio-serial port dev and returns it once a host is
+// connected, or after a second at most; nil if it cannot. The console
+// driver signals SIGIO to the owner of an O_ASYNC port when the host end
+// opens; poll cannot wait for it, as it reports POLLHUP for as long as no
+// host is there. The port stays open for the next session: closing it
+// would discard what the host has sent meanwhile.
+func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) *os.File {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	}
+	fd := uintptr(f.Fd())
+	flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(fd, unix.F_SETOWN, os.Getpid())
+	}
+	if err == nil {
+		_, err = unix.FcntlInt(fd, unix.F_SETFL, flags|unix.O_ASYNC)
+	}
+	if err != nil {
+		f.Close()
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	}
+	defer unix.FcntlInt(fd, unix.F_SETFL, flags) //nolint:errcheck // back to no signals
+	select {
+	case <-sigio: // from before this wait
+	default:
+	}
+	// The host may have come back before O_ASYNC was set.
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}
+	if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&unix.POLLHUP == 0 {
+		return f
+	}
+	select {
+	case <-sigio:
+	case <-ctx.Done():
+	case <-time.After(time.Second):
+	}
+	return f
 }
 
 // logLevelFromCmdline reads hull.log=LEVEL from the kernel command line.
