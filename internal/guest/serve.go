@@ -109,7 +109,7 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) *os.File 
 		time.Sleep(20 * time.Millisecond)
 		return nil
 	}
-	defer unix.FcntlInt(fd, unix.F_SETFL, flags) //nolint:errcheck // back to no signals
+	defer func() { _, _ = unix.FcntlInt(fd, unix.F_SETFL, flags) }() // no signals for data
 	select {
 	case <-sigio: // from before this wait
 	default:
