@@ -165,22 +165,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep := &Report{Machine: DetectMachine(), Version: o.Version, Date: time.Now(), Runs: o.Runs}
 
-	var found []Runtime
-	for _, name := range o.Runtimes {
-		root := filepath.Join(o.StateDir, name)
-		rt, err := Find(name, root, o.Hull)
-		if errors.Is(err, ErrNotInstalled) {
-			rep.Unavailable = append(rep.Unavailable, Unavailable{name, ErrNotInstalled.Error()})
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(root, 0o700); err != nil {
-			return nil, fmt.Errorf("creating state root: %w", err)
-		}
-		found = append(found, rt)
+	found, missing, err := findAll(o.Runtimes, o.StateDir, o.Hull)
+	if err != nil {
+		return nil, err
 	}
+	rep.Unavailable = missing
 
 	for _, rt := range found {
 		if rt.Pooled {
@@ -397,4 +386,27 @@ func (e *RunError) Reason() string {
 		return line
 	}
 	return e.Err.Error()
+}
+
+// findAll finds the runtimes called names, each with a state root of its
+// own under stateDir (made here), and lists those not installed.
+func findAll(names []string, stateDir string, hull []string) ([]Runtime, []Unavailable, error) {
+	var found []Runtime
+	var missing []Unavailable
+	for _, name := range names {
+		root := filepath.Join(stateDir, name)
+		rt, err := Find(name, root, hull)
+		if errors.Is(err, ErrNotInstalled) {
+			missing = append(missing, Unavailable{name, ErrNotInstalled.Error()})
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("creating state root: %w", err)
+		}
+		found = append(found, rt)
+	}
+	return found, missing, nil
 }

@@ -81,21 +81,12 @@ func memRuntimes(ctx context.Context, o *MemOptions, rep *MemReport) (rts []Runt
 			k.stop()
 		}
 	}
-	for _, name := range o.Runtimes {
-		root := filepath.Join(o.StateDir, name)
-		rt, err := Find(name, root, o.Hull)
-		if errors.Is(err, ErrNotInstalled) {
-			rep.Unavailable = append(rep.Unavailable, Unavailable{name, ErrNotInstalled.Error()})
-			continue
-		}
-		if err != nil {
-			stop()
-			return nil, nil, nil, err
-		}
-		if err := os.MkdirAll(root, 0o700); err != nil {
-			stop()
-			return nil, nil, nil, err
-		}
+	found, missing, err := findAll(o.Runtimes, o.StateDir, o.Hull)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rep.Unavailable = append(rep.Unavailable, missing...)
+	for _, rt := range found {
 		if rt.Pooled {
 			k, err := startKeeper(ctx, rt, o.StateDir, o.Progress)
 			if err != nil {
