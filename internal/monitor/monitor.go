@@ -263,6 +263,7 @@ func splice(a, b net.Conn) {
 // forward relays signals to the process until the channel is stopped.
 func (m *monitor) forward(sigc <-chan os.Signal, eid string) {
 	for s := range sigc {
+		logrus.Debugf("forwarding %v to %s/%s", s, m.o.ID, eid)
 		if err := m.sb.Agent.Signal(context.Background(), m.o.ID, eid, uint32(s.(syscall.Signal)), false); err != nil {
 			logrus.WithError(err).Debugf("forwarding %v", s)
 		}
@@ -287,6 +288,7 @@ func (m *monitor) wait(ctx context.Context) int {
 			logrus.WithError(r.err).Warn("waiting for container")
 			return 255
 		}
+		logrus.Debugf("container process exited with status %d", r.status)
 		m.relay.Drain(drainTimeout)
 		return r.status
 	case <-m.sb.Done():
@@ -393,6 +395,7 @@ func (d Dial) Open() (net.Conn, error) {
 	c, err := net.Dial("unix", d.Path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			logrus.WithError(err).Debug("dialling the monitor")
 			return nil, errors.New("container is not running")
 		}
 		return nil, err

@@ -174,8 +174,11 @@ func sendConsole(path string, master console.Console) error {
 		return err
 	}
 	defer sock.Close()
-	f := os.NewFile(master.Fd(), "/dev/ptmx")
-	if err := utils.SendFile(sock, f); err != nil {
+	// The fd itself, not an os.File made from it: a second owner of the
+	// fd would close it again when collected, by then the number of some
+	// other file (it was the monitor's socket, which start then found
+	// refusing connections).
+	if err := utils.SendRawFd(sock, "/dev/ptmx", master.Fd()); err != nil {
 		return fmt.Errorf("sending pty master to console socket: %w", err)
 	}
 	return nil
