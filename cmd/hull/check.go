@@ -11,6 +11,7 @@ import (
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/hypervisor"
 	"github.com/hullrt/hull/internal/image"
+	"github.com/hullrt/hull/internal/sandbox"
 )
 
 // finding is one line of `hull check`.
@@ -56,6 +57,15 @@ func hostChecks(cfg *config.Config) []finding {
 	qemu := firstNonEmpty(cfg.Hypervisor.Path, "qemu-system-x86_64")
 	qpath, err := exec.LookPath(qemu)
 	add(err == nil, "qemu: "+qpath+" ("+qemuVersion(qpath)+")", "qemu not found: "+qemu+" (apt-get install qemu-system-x86)")
+
+	switch fw, err := sandbox.Firmware(cfg.Hypervisor); {
+	case err != nil:
+		out = append(out, finding{"FAIL", err.Error()})
+	case fw == "":
+		out = append(out, finding{"info", "firmware: QEMU's default (SeaBIOS); qboot boots faster (" + sandbox.QbootPath + ")"})
+	default:
+		out = append(out, finding{"ok", "firmware: " + fw})
+	}
 
 	kvmErr := hypervisor.KVMProbe()
 	switch {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -47,9 +48,11 @@ var runCommand = &cli.Command{
 			return err
 		}
 		if !c.Bool("keep") {
+			t := time.Now()
 			if err := deleteContainer(cfg, id, true); err != nil {
 				return err
 			}
+			monitor.RecordPhase("delete", time.Since(t))
 		}
 		return cli.Exit("", status)
 	},

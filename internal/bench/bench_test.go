@@ -351,4 +351,15 @@ func TestReadPhases(t *testing.T) {
 	if len(sum.Phases) != 3 || sum.Phases[0] != (PhaseMedian{"vmm", 20 * ms}) || sum.Phases[2] != (PhaseMedian{"grow", 2500 * time.Microsecond}) || sum.Total != 222500*time.Microsecond {
 		t.Errorf("summarizePhases: %+v", sum)
 	}
+	// agent-ready is the guest's; vmm and grow are the host's.
+	if sum.Guest != 200*ms || sum.Host != 22500*time.Microsecond {
+		t.Errorf("summarizePhases: guest %v, host %v, want 200ms and 22.5ms", sum.Guest, sum.Host)
+	}
+	var b bytes.Buffer
+	sum.writeText(&b)
+	for _, want := range []string{"vmm          host   20.0ms", "agent-ready  guest  200.0ms", "in the guest: 200.0ms; on the host (the runtime's own overhead): 22.5ms"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("breakdown lacks %q:\n%s", want, b.String())
+		}
+	}
 }

@@ -16,9 +16,20 @@ import (
 // phases in.
 const phaseLogEnv = "HULL_PHASE_LOG"
 
-// otherPhase is what a run took beyond the phases hull times: the CLI,
-// spawning the monitor, starting the process, relaying its output and exit.
+// otherPhase is what a run took beyond the phases hull times: the CLI's
+// own start and exit, spawning a monitor, the agent calls between phases.
 const otherPhase = "other"
+
+// guestPhases are the phases whose time goes by in the guest: its kernel
+// booting and agent starting, the container's creation there (runc init)
+// and its process. Every other phase is the runtime's own overhead on the
+// host.
+var guestPhases = map[string]bool{
+	"agent-ready":      true,
+	"create-container": true,
+	"start-process":    true,
+	"process":          true,
+}
 
 type phase struct {
 	Name string
@@ -66,6 +77,10 @@ type Phases struct {
 	Phases  []PhaseMedian `json:"phases"`
 	// Total is the median run, which the phases' medians need not add up to.
 	Total time.Duration `json:"total_ns"`
+	// Guest and Host are the medians of a run's guest phases and of the
+	// others: the runtime's own overhead.
+	Guest time.Duration `json:"guest_ns"`
+	Host  time.Duration `json:"host_ns"`
 }
 
 // PhaseMedian is one phase's median over the runs.
@@ -79,19 +94,24 @@ type PhaseMedian struct {
 func summarizePhases(runtime string, runs [][]phase) Phases {
 	var order []string
 	byName := map[string][]time.Duration{}
-	var totals []time.Duration
+	var totals, guests, hosts []time.Duration
 	for _, run := range runs {
-		var total time.Duration
+		var total, guest time.Duration
 		for _, p := range run {
 			if _, seen := byName[p.Name]; !seen {
 				order = append(order, p.Name)
 			}
 			byName[p.Name] = append(byName[p.Name], p.D)
 			total += p.D
+			if guestPhases[p.Name] {
+				guest += p.D
+			}
 		}
 		totals = append(totals, total)
+		guests = append(guests, guest)
+		hosts = append(hosts, total-guest)
 	}
-	out := Phases{Runtime: runtime, Total: Summarize(totals).Median}
+	out := Phases{Runtime: runtime, Total: Summarize(totals).Median, Guest: Summarize(guests).Median, Host: Summarize(hosts).Median}
 	for _, name := range order {
 		ds := byName[name]
 		for len(ds) < len(runs) {
@@ -104,9 +124,9 @@ func summarizePhases(runtime string, runs [][]phase) Phases {
 
 // writeText writes the breakdown as a table with each phase's share.
 func (p Phases) writeText(b *bytes.Buffer) {
-	fmt.Fprintf(b, "\n%s run of /bin/true, phase by phase (medians; %s is the CLI, monitor, process start and relays):\n", p.Runtime, otherPhase)
+	fmt.Fprintf(b, "\n%s run of /bin/true, phase by phase (medians; %s is the CLI's start and exit and the calls between phases):\n", p.Runtime, otherPhase)
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PHASE\tMEDIAN\tSHARE")
+	fmt.Fprintln(tw, "PHASE\tWHERE\tMEDIAN\tSHARE")
 	for _, ph := range p.Phases {
 		if ph.Median < 50*time.Microsecond {
 			continue // steps with nothing to do in this run
@@ -115,7 +135,12 @@ func (p Phases) writeText(b *bytes.Buffer) {
 		if p.Total > 0 {
 			share = 100 * float64(ph.Median) / float64(p.Total)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f%%\n", ph.Name, FormatDuration(ph.Median), share)
+		where := "host"
+		if guestPhases[ph.Name] {
+			where = "guest"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f%%\n", ph.Name, where, FormatDuration(ph.Median), share)
 	}
 	tw.Flush()
+	fmt.Fprintf(b, "in the guest: %s; on the host (the runtime's own overhead): %s\n", FormatDuration(p.Guest), FormatDuration(p.Host))
 }

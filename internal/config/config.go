@@ -49,7 +49,11 @@ type Hypervisor struct {
 	// Accel is "auto" (KVM when /dev/kvm is usable, TCG otherwise), "kvm" or "tcg".
 	Accel   string `toml:"accel"`
 	Machine string `toml:"machine"`
-	VCPUs   int    `toml:"vcpus"`
+	// Firmware is the BIOS the VM boots: "auto" (qboot, which jumps
+	// straight to the kernel, when QEMU ships it; QEMU's SeaBIOS
+	// otherwise), "qemu" (QEMU's default) or the path of a firmware file.
+	Firmware string `toml:"firmware"`
+	VCPUs    int    `toml:"vcpus"`
 	// MemoryMiB is the guest's memory size.
 	MemoryMiB int `toml:"memory_mib"`
 	// VCPUs and MemoryMiB are a VM's base size; the CPU quotas and memory
@@ -130,6 +134,7 @@ func Default() *Config {
 		Hypervisor: Hypervisor{
 			Accel:        "auto",
 			Machine:      "q35",
+			Firmware:     "auto",
 			VCPUs:        1,
 			MemoryMiB:    512,
 			BootTimeout:  Duration{30 * time.Second},
@@ -200,6 +205,7 @@ func (c *Config) Validate() error {
 		{filepath.IsAbs(c.Runtime.Root), "runtime.root must be an absolute path"},
 		{oneOf(h.Accel, "auto", "kvm", "tcg"), `hypervisor.accel must be "auto", "kvm" or "tcg"`},
 		{oneOf(h.Machine, "q35", "pc"), `hypervisor.machine must be "q35" or "pc"`},
+		{oneOf(h.Firmware, "auto", "qemu") || filepath.IsAbs(h.Firmware), `hypervisor.firmware must be "auto", "qemu" or an absolute path`},
 		{h.VCPUs >= 1 && h.VCPUs <= 255, "hypervisor.vcpus must be between 1 and 255"},
 		{h.MemoryMiB >= 64 && h.MemoryMiB <= 1<<20, "hypervisor.memory_mib must be between 64 and 1048576"},
 		{h.MaxVCPUs == 0 || (h.MaxVCPUs >= h.VCPUs && h.MaxVCPUs <= 255), "hypervisor.max_vcpus must be 0 (the host's CPUs) or between vcpus and 255"},

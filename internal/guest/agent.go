@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	// Registers the device-rule manager libcontainer applies cgroup device
@@ -149,6 +150,10 @@ func (a *Agent) DestroySandbox(context.Context, *agent.DestroySandboxRequest) (*
 }
 
 func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerRequest) (_ *emptypb.Empty, retErr error) {
+	logrus.Debugf("creating container %s", r.ContainerId)
+	defer func(t time.Time) {
+		logrus.Debugf("container %s: created in %s (err %v)", r.ContainerId, time.Since(t), retErr)
+	}(time.Now())
 	// A hot-plugged disk takes a moment to appear: wait for it before
 	// holding up the agent's other calls.
 	mounts, err := prepareStorages(ctx, r.ContainerId, r.Storages)

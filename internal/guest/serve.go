@@ -152,6 +152,8 @@ func Main() error {
 	}
 	logrus.SetLevel(logLevelFromCmdline())
 	logrus.SetOutput(os.Stderr)
+	// To the millisecond: where the time of a start goes.
+	logrus.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	logrus.Debug("hull-agent serving")
 	return Serve(context.Background(), NewAgent())
 }

@@ -82,6 +82,8 @@ type VM struct {
 	// value not above VCPUs or MemoryMiB means a VM that cannot grow.
 	MaxVCPUs     int
 	MaxMemoryMiB int
+	// Firmware is the BIOS image to boot; "" is the VMM's default.
+	Firmware     string
 	Kernel       string
 	Initrd       string
 	KernelParams []string

@@ -66,6 +66,7 @@ func (e *InterruptedError) Error() string {
 // its process exits. It returns the exit status; the container's record is
 // left in the Stopped state for `hull delete`.
 func RunContainer(o ContainerOptions) (int, error) {
+	recordPhase("config", time.Since(processStart))
 	ready := once(o.Ready)
 	sigc := make(chan os.Signal, 16)
 	signal.Notify(sigc, ForwardedSignals...)
@@ -124,10 +125,12 @@ func RunContainer(o ContainerOptions) (int, error) {
 		return fail(ctx.Err())
 	}
 	if o.Start {
+		t := time.Now()
 		if err := Start(ctx, o.Root, o.ID, m.sb.Agent); err != nil {
 			m.removeRecord()
 			return fail(err)
 		}
+		recordPhase("start-process", time.Since(t))
 	}
 	ready(nil)
 	go m.forward(sigc, "")
@@ -278,6 +281,7 @@ func (m *monitor) wait(ctx context.Context) int {
 		err    error
 	}
 	waited := make(chan result, 1)
+	t := time.Now()
 	go func() {
 		st, _, err := m.sb.Agent.Wait(ctx, m.o.ID, "")
 		waited <- result{st, err}
@@ -289,7 +293,10 @@ func (m *monitor) wait(ctx context.Context) int {
 			return 255
 		}
 		logrus.Debugf("container process exited with status %d", r.status)
+		recordPhase("process", time.Since(t))
+		t = time.Now()
 		m.relay.Drain(drainTimeout)
+		recordPhase("drain", time.Since(t))
 		return r.status
 	case <-m.sb.Done():
 		logrus.Warn("vm exited under the container")

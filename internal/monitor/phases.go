@@ -13,6 +13,13 @@ import (
 // breaks a run down. Phases are also logged at debug level.
 const PhaseLogEnv = "HULL_PHASE_LOG"
 
+// processStart is about when this process started: the config phase
+// (flags, config, bundle) runs from it to the container's creation.
+var processStart = time.Now()
+
+// RecordPhase records a phase timed outside this package.
+func RecordPhase(name string, d time.Duration) { recordPhase(name, d) }
+
 func recordPhase(name string, d time.Duration) {
 	logrus.Debugf("phase %-16s %v", name, d)
 	path := os.Getenv(PhaseLogEnv)

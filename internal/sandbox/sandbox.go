@@ -216,6 +216,28 @@ func Channel(cfg *config.Config) (hypervisor.ChannelKind, error) {
 	return hypervisor.ChannelSerial, nil
 }
 
+// QbootPath is where Debian's QEMU installs qboot, a firmware that only
+// loads the kernel QEMU was given: under TCG it reaches the kernel ~0.1 s
+// sooner than SeaBIOS.
+const QbootPath = "/usr/share/qemu/qboot.rom"
+
+// Firmware is the firmware file the VM boots with ("" for QEMU's default).
+func Firmware(h config.Hypervisor) (string, error) {
+	switch h.Firmware {
+	case "qemu":
+		return "", nil
+	case "", "auto":
+		if _, err := os.Stat(QbootPath); err == nil {
+			return QbootPath, nil
+		}
+		return "", nil
+	}
+	if _, err := os.Stat(h.Firmware); err != nil {
+		return "", fmt.Errorf("hypervisor.firmware: %w", err)
+	}
+	return h.Firmware, nil
+}
+
 // KernelParams is the guest kernel command line.
 func KernelParams(cfg *config.Config) []string {
 	p := []string{
@@ -250,7 +272,12 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 		size = SizeFor(h)
 	}
 	s.size = size
+	firmware, err := Firmware(h)
+	if err != nil {
+		return err
+	}
 	vm := hypervisor.VM{
+		Firmware:      firmware,
 		ID:            s.ID,
 		StateDir:      s.Dir,
 		Accel:         accel,

@@ -93,3 +93,24 @@ func TestCreateExisting(t *testing.T) {
 		t.Fatal("the existing container's state was removed")
 	}
 }
+
+func TestFirmware(t *testing.T) {
+	h := config.Default().Hypervisor
+	got, err := Firmware(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, serr := os.Stat(QbootPath); serr == nil && got != QbootPath {
+		t.Errorf("auto with qboot installed: %q, want %q", got, QbootPath)
+	} else if serr != nil && got != "" {
+		t.Errorf("auto without qboot: %q, want QEMU's default", got)
+	}
+	h.Firmware = "qemu"
+	if got, err := Firmware(h); err != nil || got != "" {
+		t.Errorf("qemu: %q, %v; want QEMU's default", got, err)
+	}
+	h.Firmware = filepath.Join(t.TempDir(), "missing.rom")
+	if _, err := Firmware(h); err == nil || !strings.Contains(err.Error(), "hypervisor.firmware") {
+		t.Errorf("missing firmware file: %v", err)
+	}
+}

@@ -96,6 +96,9 @@ func (q *QEMU) Args() []string {
 		"-qmp", "unix:" + ControlSocket(vm.StateDir) + ",server=on,wait=off",
 	}
 	args = append(args, accel...)
+	if vm.Firmware != "" {
+		args = append(args, "-bios", vm.Firmware)
+	}
 	if needsSharedMem {
 		args = append(args, "-object", "memory-backend-memfd,id=mem,size="+mem+",share=on")
 	}

@@ -75,6 +75,11 @@ func TestArgs(t *testing.T) {
 			avoid: [][2]string{{"-machine", "accel="}},
 		},
 		{
+			name: "firmware",
+			vm:   func(v *hypervisor.VM) { v.Firmware = "/usr/share/qemu/qboot.rom" },
+			want: [][2]string{{"-bios", "/usr/share/qemu/qboot.rom"}},
+		},
+		{
 			name: "growable",
 			vm:   func(v *hypervisor.VM) { v.MaxVCPUs, v.MaxMemoryMiB = 4, 4096 },
 			want: [][2]string{{"-smp", "2,maxcpus=4"}, {"-m", "size=256M,slots=16,maxmem=4096M"}, {"-qmp", "unix:/run/hull/c1/qmp-ctl.sock"}},
