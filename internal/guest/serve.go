@@ -129,18 +129,25 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) *os.File 
 
 // logLevelFromCmdline reads hull.log=LEVEL from the kernel command line.
 func logLevelFromCmdline() logrus.Level {
-	b, err := os.ReadFile("/proc/cmdline")
-	if err != nil {
-		return logrus.InfoLevel
-	}
-	for _, f := range strings.Fields(string(b)) {
-		if v, ok := strings.CutPrefix(f, "hull.log="); ok {
-			if l, err := logrus.ParseLevel(v); err == nil {
-				return l
-			}
-		}
+	if l, err := logrus.ParseLevel(cmdlineValue("hull.log")); err == nil {
+		return l
 	}
 	return logrus.InfoLevel
+}
+
+// cmdlineValue is the value of key=value on the kernel command line, ""
+// when it is not there.
+func cmdlineValue(key string) string {
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return ""
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // Main is the agent's entry point as PID 1 of the guest.
@@ -154,6 +161,10 @@ func Main() error {
 	logrus.SetOutput(os.Stderr)
 	// To the millisecond: where the time of a start goes.
 	logrus.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: "15:04:05.000"})
+	a := NewAgent()
+	if cmdlineValue(agent.WarmParam) == "1" {
+		a.warm()
+	}
 	logrus.Debug("hull-agent serving")
-	return Serve(context.Background(), NewAgent())
+	return Serve(context.Background(), a)
 }

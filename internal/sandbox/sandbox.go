@@ -256,6 +256,16 @@ func KernelParams(cfg *config.Config) []string {
 	return append(p, strings.Fields(cfg.Hypervisor.KernelParams)...)
 }
 
+// kernelParams is the command line of this sandbox's guest: a pool's VMs
+// warm the container path up before they are claimed.
+func (s *Sandbox) kernelParams() []string {
+	p := KernelParams(s.cfg)
+	if s.forPool {
+		p = append(p, agent.WarmParam+"=1")
+	}
+	return p
+}
+
 func (s *Sandbox) startVM(ctx context.Context) error {
 	h := s.cfg.Hypervisor
 	accel, err := Accel(s.cfg)
@@ -288,7 +298,7 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 		TBSizeMiB:     h.TCGTBSizeMiB,
 		Kernel:        h.Kernel,
 		Initrd:        h.Initrd,
-		KernelParams:  KernelParams(s.cfg),
+		KernelParams:  s.kernelParams(),
 		Channel:       ch,
 		ChannelSocket: filepath.Join(s.Dir, "agent.sock"),
 		VsockCID:      vsockCID(s.ID),
