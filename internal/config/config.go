@@ -65,6 +65,10 @@ type Hypervisor struct {
 	// tb-size), which otherwise grows to 1 GiB: memory per VM against
 	// time spent translating code again. 0 leaves QEMU's default.
 	TCGTBSizeMiB int `toml:"tcg_tb_size_mib"`
+	// FreePageReporting gives the VM a virtio-balloon that reports the
+	// memory the guest frees, which QEMU then returns to the host: the
+	// VMM's RSS shrinks to what the guest uses.
+	FreePageReporting bool `toml:"free_page_reporting"`
 	// Kernel and Initrd default to the files `hull image build` writes.
 	Kernel       string   `toml:"kernel"`
 	Initrd       string   `toml:"initrd"`
@@ -132,13 +136,14 @@ func Default() *Config {
 	return &Config{
 		Runtime: Runtime{Root: "/run/hull", SandboxCgroup: true},
 		Hypervisor: Hypervisor{
-			Accel:        "auto",
-			Machine:      "q35",
-			Firmware:     "auto",
-			VCPUs:        1,
-			MemoryMiB:    512,
-			BootTimeout:  Duration{30 * time.Second},
-			HotplugPorts: 2,
+			Accel:             "auto",
+			Machine:           "q35",
+			Firmware:          "auto",
+			VCPUs:             1,
+			MemoryMiB:         512,
+			BootTimeout:       Duration{30 * time.Second},
+			HotplugPorts:      2,
+			FreePageReporting: true,
 		},
 		Storage: Storage{SharedFS: "virtio-fs", Virtiofsd: "/usr/lib/qemu/virtiofsd"},
 		Agent:   Agent{Channel: "auto", RequestTimeout: Duration{30 * time.Second}},

@@ -101,6 +101,9 @@ type VM struct {
 	Detached bool
 	// TBSizeMiB caps TCG's translation cache; 0 leaves QEMU's default.
 	TBSizeMiB int
+	// FreePageReporting adds a balloon through which the guest reports
+	// the pages it frees, for the VMM to give back to the host.
+	FreePageReporting bool
 	// Nice lowers the VMM's CPU priority (a pool's VMs boot behind the
 	// work of claimed ones); Renice restores it.
 	Nice int

@@ -55,7 +55,7 @@ type Options struct {
 // DefaultModules are the modules a guest needs for its devices and file
 // systems. The 9p ones are optional because Debian's cloud kernel lacks
 // them (virtiofs serves there); vsock is optional because the agent can talk
-// over virtio-serial.
+// over virtio-serial; the balloon only gives memory back.
 var DefaultModules = []string{
 	"virtio_pci",
 	"virtio_mmio",
@@ -68,6 +68,8 @@ var DefaultModules = []string{
 	"9p?",
 	"9pnet_virtio?",
 	"vmw_vsock_virtio_transport?",
+	// Free page reporting (hypervisor.free_page_reporting).
+	"virtio_balloon?",
 }
 
 // Image is a built guest image.

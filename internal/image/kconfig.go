@@ -113,6 +113,7 @@ var moduleOptions = map[string]string{
 	"9pnet_virtio":               "NET_9P_VIRTIO",
 	"vsock":                      "VSOCKETS",
 	"vmw_vsock_virtio_transport": "VIRTIO_VSOCKETS",
+	"virtio_balloon":             "VIRTIO_BALLOON",
 }
 
 // builtinTable is the module table of a kernel configured by c that is

@@ -96,6 +96,9 @@ func (q *QEMU) Args() []string {
 		"-qmp", "unix:" + ControlSocket(vm.StateDir) + ",server=on,wait=off",
 	}
 	args = append(args, accel...)
+	if vm.FreePageReporting {
+		args = append(args, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on")
+	}
 	if vm.Firmware != "" {
 		args = append(args, "-bios", vm.Firmware)
 	}

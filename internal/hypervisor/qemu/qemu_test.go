@@ -80,6 +80,11 @@ func TestArgs(t *testing.T) {
 			want: [][2]string{{"-bios", "/usr/share/qemu/qboot.rom"}},
 		},
 		{
+			name: "free page reporting",
+			vm:   func(v *hypervisor.VM) { v.FreePageReporting = true },
+			want: [][2]string{{"-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"}},
+		},
+		{
 			name: "growable",
 			vm:   func(v *hypervisor.VM) { v.MaxVCPUs, v.MaxMemoryMiB = 4, 4096 },
 			want: [][2]string{{"-smp", "2,maxcpus=4"}, {"-m", "size=256M,slots=16,maxmem=4096M"}, {"-qmp", "unix:/run/hull/c1/qmp-ctl.sock"}},
