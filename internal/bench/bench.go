@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -92,9 +93,31 @@ func Find(name, root string, hull []string) (Runtime, error) {
 	if err != nil {
 		return rt, fmt.Errorf("%s: %w", name, ErrNotInstalled)
 	}
+	if name == "runsc" && dynamic(path) {
+		return rt, fmt.Errorf("%s is dynamically linked, and its sandbox, chrooted without a loader, cannot re-execute it: %w", path, ErrRunscDynamic)
+	}
 	rt.Argv = append([]string{path, "--root", root}, flags...)
 	rt.Deletes = true
 	return rt, nil
+}
+
+// ErrRunscDynamic says how to build a runsc that runs.
+var ErrRunscDynamic = errors.New("build it static: CGO_ENABLED=0 go install gvisor.dev/gvisor/runsc@latest")
+
+// dynamic reports whether path is an ELF executable that needs a dynamic
+// loader (has a PT_INTERP header).
+func dynamic(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return true
+		}
+	}
+	return false
 }
 
 // Options says what to measure.
@@ -396,8 +419,12 @@ func findAll(names []string, stateDir string, hull []string) ([]Runtime, []Unava
 	for _, name := range names {
 		root := filepath.Join(stateDir, name)
 		rt, err := Find(name, root, hull)
-		if errors.Is(err, ErrNotInstalled) {
+		switch {
+		case errors.Is(err, ErrNotInstalled):
 			missing = append(missing, Unavailable{name, ErrNotInstalled.Error()})
+			continue
+		case errors.Is(err, ErrRunscDynamic):
+			missing = append(missing, Unavailable{name, err.Error()})
 			continue
 		}
 		if err != nil {

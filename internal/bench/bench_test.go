@@ -197,6 +197,18 @@ func TestFind(t *testing.T) {
 	if len(hull) != 3 {
 		t.Errorf("Find changed the hull command line it was given: %v", hull)
 	}
+	// A runsc that needs a dynamic loader cannot start its sandbox.
+	if _, err := os.Stat("/bin/true"); err == nil && dynamic("/bin/true") {
+		if err := os.Remove(filepath.Join(bin, "runsc")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/bin/true", filepath.Join(bin, "runsc")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Find("runsc", "/r", nil); !errors.Is(err, ErrRunscDynamic) || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
+			t.Errorf("Find(runsc) of a dynamic binary: %v, want ErrRunscDynamic", err)
+		}
+	}
 }
 
 // fakeRuntime logs its command line to $LOG and behaves like `run` of a
