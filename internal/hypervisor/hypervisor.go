@@ -12,7 +12,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -141,17 +143,39 @@ func ProcessAlive(pid int) bool {
 
 // KillReferencing SIGKILLs every process (but this one) whose command line
 // contains s, such as a VM's state directory: how VMM and virtiofsd
-// processes are found after the process that started them crashed.
+// processes are found after the process that started them crashed. It
+// returns once they have exited, or after killWait.
 func KillReferencing(s string) {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var killed []int
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
 		if err != nil || !bytes.Contains(b, []byte(s)) {
 			continue
 		}
 		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if err == nil && pid != os.Getpid() {
-			_ = unix.Kill(pid, unix.SIGKILL)
+		if err == nil && pid != os.Getpid() && unix.Kill(pid, unix.SIGKILL) == nil {
+			killed = append(killed, pid)
 		}
 	}
+	// SIGKILL is delivered at once, but a VMM takes a while to exit (its
+	// guest's memory is unmapped): the caller must not find it alive.
+	for deadline := time.Now().Add(killWait); len(killed) > 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		killed = slices.DeleteFunc(killed, gone)
+	}
+}
+
+// killWait bounds how long KillReferencing waits for what it killed.
+const killWait = 5 * time.Second
+
+// gone reports whether process pid has exited: it no longer exists, or it
+// is a zombie that only its parent's wait would remove.
+func gone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }

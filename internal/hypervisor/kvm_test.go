@@ -2,8 +2,12 @@ package hypervisor
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestMissingFeatures(t *testing.T) {
@@ -44,5 +48,34 @@ func TestCPUFlags(t *testing.T) {
 func TestProbeKVMNoDevice(t *testing.T) {
 	if err := probeKVM(filepath.Join(t.TempDir(), "kvm"), "/proc/cpuinfo"); err == nil {
 		t.Fatal("missing device: want an error")
+	}
+}
+
+func TestKillReferencing(t *testing.T) {
+	token := "hull-kill-test-" + strconv.Itoa(os.Getpid())
+	cmd := exec.Command("sleep", "100")
+	cmd.Args[0] = token // what KillReferencing finds in its command line
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if gone(cmd.Process.Pid) {
+		t.Fatal("a running process counts as gone")
+	}
+	start := time.Now()
+	KillReferencing(token)
+	// Our own child stays a zombie until waited for: that is gone too,
+	// and KillReferencing did not wait out its deadline for it.
+	if !gone(cmd.Process.Pid) {
+		t.Errorf("process %d still alive after KillReferencing", cmd.Process.Pid)
+	}
+	if d := time.Since(start); d >= killWait {
+		t.Errorf("KillReferencing waited %v for a zombie", d)
+	}
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("child ended with %v, want SIGKILL", err)
+	}
+	if !gone(1 << 30) {
+		t.Error("a pid that does not exist is not gone")
 	}
 }
