@@ -57,7 +57,7 @@ var benchStartCommand = &cli.Command{
 		if err != nil {
 			return fmt.Errorf("creating bench directory: %w", err)
 		}
-		defer os.RemoveAll(dir)
+		defer bench.RemoveDir(dir)
 		opts := bench.Options{
 			Runtimes:    c.StringSlice("runtimes"),
 			Hull:        hull,
@@ -111,7 +111,7 @@ var benchNetCommand = &cli.Command{
 		if err != nil {
 			return fmt.Errorf("creating bench directory: %w", err)
 		}
-		defer os.RemoveAll(dir)
+		defer bench.RemoveDir(dir)
 		rep, err := bench.RunNet(ctx, bench.NetOptions{
 			Runtimes: c.StringSlice("runtimes"),
 			Hull:     hull,
@@ -168,7 +168,7 @@ var benchIOCommand = &cli.Command{
 		if err != nil {
 			return fmt.Errorf("creating bench directory: %w", err)
 		}
-		defer os.RemoveAll(dir)
+		defer bench.RemoveDir(dir)
 		rep, err := bench.RunIO(ctx, bench.IOOptions{
 			Config:   cfg,
 			Hull:     exe,
@@ -256,7 +256,7 @@ func runMemBench(c *cli.Context, run func(context.Context, bench.MemOptions) (*b
 	if err != nil {
 		return fmt.Errorf("creating bench directory: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer bench.RemoveDir(dir)
 	o.Runtimes, o.Hull, o.Settle = c.StringSlice("runtimes"), hull, c.Duration("settle")
 	o.StateDir, o.Bundle = filepath.Join(dir, "state"), filepath.Join(dir, "idle")
 	o.Version, o.Progress = version, os.Stderr

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"time"
 
@@ -165,6 +166,23 @@ func Main() error {
 	if cmdlineValue(agent.WarmParam) == "1" {
 		a.warm()
 	}
-	logrus.Debug("hull-agent serving")
+	logrus.Debugf("hull-agent serving, %s after the kernel started", uptime())
 	return Serve(context.Background(), a)
+}
+
+// uptime is how long the guest kernel has run, from /proc/uptime.
+func uptime() time.Duration {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	s, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(s * float64(time.Second))
 }
