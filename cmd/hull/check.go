@@ -61,6 +61,8 @@ func hostChecks(cfg *config.Config) []finding {
 	switch fw, err := sandbox.Firmware(cfg.Hypervisor); {
 	case err != nil:
 		out = append(out, finding{"FAIL", err.Error()})
+	case fw == "" && cfg.Hypervisor.Machine == "microvm":
+		out = append(out, finding{"ok", "firmware: QEMU's bios-microvm (machine microvm)"})
 	case fw == "":
 		out = append(out, finding{"info", "firmware: QEMU's default (SeaBIOS); qboot boots faster (" + sandbox.QbootPath + ")"})
 	default:

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/hullrt/hull/internal/config"
+	"github.com/hullrt/hull/internal/hypervisor/qemu"
 	"github.com/hullrt/hull/internal/pool"
 	"github.com/hullrt/hull/internal/sandbox"
 )
@@ -43,6 +44,9 @@ var poolCommand = &cli.Command{
 		cfg, err := loadConfig(c)
 		if err != nil {
 			return err
+		}
+		if cfg.Hypervisor.Machine == qemu.Microvm {
+			return errors.New(`hull pool needs VMs that can grow by hot-plug to the container that claims them: not hypervisor.machine = "microvm"`)
 		}
 		dir := filepath.Join(cfg.Runtime.Root, "pool")
 		if err := os.MkdirAll(dir, 0o700); err != nil {

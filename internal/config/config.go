@@ -209,7 +209,9 @@ func (c *Config) Validate() error {
 	}{
 		{filepath.IsAbs(c.Runtime.Root), "runtime.root must be an absolute path"},
 		{oneOf(h.Accel, "auto", "kvm", "tcg"), `hypervisor.accel must be "auto", "kvm" or "tcg"`},
-		{oneOf(h.Machine, "q35", "pc"), `hypervisor.machine must be "q35" or "pc"`},
+		{oneOf(h.Machine, "q35", "pc", "microvm"), `hypervisor.machine must be "q35", "pc" or "microvm"`},
+		// QEMU 7.2's virtiofsd refuses microvm's guest memory map.
+		{h.Machine != "microvm" || c.Storage.SharedFS == "virtio-9p", `hypervisor.machine = "microvm" needs storage.shared_fs = "virtio-9p" (virtiofsd does not serve a microvm)`},
 		{oneOf(h.Firmware, "auto", "qemu") || filepath.IsAbs(h.Firmware), `hypervisor.firmware must be "auto", "qemu" or an absolute path`},
 		{h.VCPUs >= 1 && h.VCPUs <= 255, "hypervisor.vcpus must be between 1 and 255"},
 		{h.MemoryMiB >= 64 && h.MemoryMiB <= 1<<20, "hypervisor.memory_mib must be between 64 and 1048576"},

@@ -51,6 +51,7 @@ func TestLoad(t *testing.T) {
 		}},
 		{name: "unknown key", body: "[hypervisor]\ncpus = 2\n", wantErr: "unknown keys: hypervisor.cpus"},
 		{name: "bad accel", body: "[hypervisor]\naccel = \"hvf\"\n", wantErr: "hypervisor.accel"},
+		{name: "microvm over virtio-fs", body: "[hypervisor]\nmachine = \"microvm\"\n", wantErr: "virtio-9p"},
 		{name: "bad firmware", body: "[hypervisor]\nfirmware = \"qboot.rom\"\n", wantErr: "hypervisor.firmware"},
 		{name: "bad memory", body: "[hypervisor]\nmemory_mib = 8\n", wantErr: "hypervisor.memory_mib"},
 		{name: "max vcpus below vcpus", body: "[hypervisor]\nvcpus = 2\nmax_vcpus = 1\n", wantErr: "hypervisor.max_vcpus"},

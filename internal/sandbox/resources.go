@@ -65,6 +65,9 @@ func SizeFor(h config.Hypervisor, rs ...*specs.LinuxResources) hypervisor.Size {
 // shrinks the VM; limits that go down only tighten the guest's cgroups.
 func Grow(ctx context.Context, cfg *config.Config, dir string, ag *agentclient.Client, rs ...*specs.LinuxResources) (hypervisor.Size, error) {
 	want := SizeFor(cfg.Hypervisor, rs...)
+	if cfg.Hypervisor.Machine == qemu.Microvm {
+		return qemu.Fits(ctx, dir, want)
+	}
 	got, err := qemu.Grow(ctx, dir, want)
 	if err != nil {
 		return got, fmt.Errorf("growing the vm to %d vcpus and %d MiB: %w", want.VCPUs, want.MemoryMiB, err)

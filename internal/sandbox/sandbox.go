@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -227,6 +228,9 @@ func Firmware(h config.Hypervisor) (string, error) {
 	case "qemu":
 		return "", nil
 	case "", "auto":
+		if h.Machine == qemu.Microvm {
+			return "", nil // QEMU's bios-microvm, a qboot already
+		}
 		if _, err := os.Stat(QbootPath); err == nil {
 			return QbootPath, nil
 		}
@@ -258,12 +262,47 @@ func KernelParams(cfg *config.Config) []string {
 
 // kernelParams is the command line of this sandbox's guest: a pool's VMs
 // warm the container path up before they are claimed.
-func (s *Sandbox) kernelParams() []string {
+func (s *Sandbox) kernelParams(accel hypervisor.Accel) []string {
 	p := KernelParams(s.cfg)
 	if s.forPool {
 		p = append(p, agent.WarmParam+"=1")
 	}
+	if s.cfg.Hypervisor.Machine == qemu.Microvm && accel == hypervisor.AccelTCG {
+		// A microvm has neither HPET nor ACPI PM timer to calibrate the
+		// TSC against, and under TCG the PIT calibration fails now and
+		// then: the guest then marks its TSC unstable and hangs. A TCG
+		// guest's TSC ticks at the host's rate: give it that.
+		if khz := hostTSCKHz(); khz > 0 {
+			p = append(p, fmt.Sprintf("tsc_early_khz=%d", khz))
+		}
+	}
 	return p
+}
+
+// hostTSCKHz is the host CPU's frequency in kHz as /proc/cpuinfo gives
+// it (the TSC's, where the kernel has no cpufreq driver), 0 if unknown.
+func hostTSCKHz() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return cpuinfoKHz(string(b))
+}
+
+// cpuinfoKHz reads the first "cpu MHz" of a /proc/cpuinfo.
+func cpuinfoKHz(cpuinfo string) int {
+	for _, l := range strings.Split(cpuinfo, "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || strings.TrimSpace(k) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || mhz <= 0 {
+			return 0
+		}
+		return int(mhz * 1000)
+	}
+	return 0
 }
 
 func (s *Sandbox) startVM(ctx context.Context) error {
@@ -280,6 +319,11 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 	if s.forPool || s.claimed != nil {
 		// Booted at the base size; a claimer grows it (growClaimed).
 		size = SizeFor(h)
+	}
+	if h.Machine == qemu.Microvm {
+		// No hot-plug: the VM has its containers' size from the start,
+		// and cannot grow.
+		top = size
 	}
 	s.size = size
 	firmware, err := Firmware(h)
@@ -299,7 +343,7 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 		FreePageReporting: h.FreePageReporting,
 		Kernel:            h.Kernel,
 		Initrd:            h.Initrd,
-		KernelParams:      s.kernelParams(),
+		KernelParams:      s.kernelParams(accel),
 		Channel:           ch,
 		ChannelSocket:     filepath.Join(s.Dir, "agent.sock"),
 		VsockCID:          vsockCID(s.ID),

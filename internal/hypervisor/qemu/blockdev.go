@@ -71,6 +71,9 @@ func AttachBlock(ctx context.Context, stateDir, machine string, d hypervisor.Blo
 		return err
 	}
 	defer q.close()
+	if machine == Microvm {
+		return fmt.Errorf("%w: a microvm cannot hot-plug disks (hypervisor.machine = \"microvm\")", ErrNoPort)
+	}
 	bus := "pci.0"
 	if machine == "q35" {
 		if bus, err = q.freePort(ctx); err != nil {

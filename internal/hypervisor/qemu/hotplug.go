@@ -133,3 +133,26 @@ func (q *qmp) query(ctx context.Context, cmd string, v any) error {
 	}
 	return nil
 }
+
+// Fits checks that a VM that cannot grow (a microvm) already has the size
+// want asks for, and returns the size it has.
+func Fits(ctx context.Context, stateDir string, want hypervisor.Size) (hypervisor.Size, error) {
+	q, err := dialQMP(ctx, ControlSocket(stateDir))
+	if err != nil {
+		return hypervisor.Size{}, err
+	}
+	defer q.close()
+	var cpus []json.RawMessage
+	if err := q.query(ctx, "query-cpus-fast", &cpus); err != nil {
+		return hypervisor.Size{}, err
+	}
+	var sum memorySummary
+	if err := q.query(ctx, "query-memory-size-summary", &sum); err != nil {
+		return hypervisor.Size{}, err
+	}
+	have := hypervisor.Size{VCPUs: len(cpus), MemoryMiB: int((sum.Base + sum.Plugged) >> 20)}
+	if want.VCPUs > have.VCPUs || want.MemoryMiB > have.MemoryMiB {
+		return have, fmt.Errorf("the vm has %d vcpus and %d MiB and cannot grow to %d and %d MiB: a microvm has no hot-plug (hypervisor.machine = \"microvm\")", have.VCPUs, have.MemoryMiB, want.VCPUs, want.MemoryMiB)
+	}
+	return have, nil
+}

@@ -41,6 +41,20 @@ func New(binary, machine string, vm hypervisor.VM) *QEMU {
 	return &QEMU{vm: vm, binary: binary, machine: machine, done: make(chan struct{})}
 }
 
+// Microvm is QEMU's minimal machine: no PCI, no firmware tables to speak
+// of, virtio devices on MMIO; it boots sooner than q35, and has no
+// hot-plug.
+const Microvm = "microvm"
+
+// device is the QEMU device name of a virtio device: on PCI, or on MMIO
+// for a microvm.
+func (q *QEMU) device(kind string) string {
+	if q.machine == Microvm {
+		return kind + "-device"
+	}
+	return kind + "-pci"
+}
+
 // Socket paths inside the VM's state directory.
 func (q *QEMU) qmpSocket() string  { return filepath.Join(q.vm.StateDir, "qmp.sock") }
 func (q *QEMU) ConsoleLog() string { return filepath.Join(q.vm.StateDir, "console.log") }
@@ -97,7 +111,7 @@ func (q *QEMU) Args() []string {
 	}
 	args = append(args, accel...)
 	if vm.FreePageReporting {
-		args = append(args, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on")
+		args = append(args, "-device", q.device("virtio-balloon")+",id=balloon0,free-page-reporting=on")
 	}
 	if vm.Firmware != "" {
 		args = append(args, "-bios", vm.Firmware)
@@ -107,10 +121,10 @@ func (q *QEMU) Args() []string {
 	}
 	switch vm.Channel {
 	case hypervisor.ChannelVsock:
-		args = append(args, "-device", fmt.Sprintf("vhost-vsock-pci,id=vsock0,guest-cid=%d", vm.VsockCID))
+		args = append(args, "-device", fmt.Sprintf("%s,id=vsock0,guest-cid=%d", q.device("vhost-vsock"), vm.VsockCID))
 	default:
 		args = append(args,
-			"-device", "virtio-serial-pci,id=serial0",
+			"-device", q.device("virtio-serial")+",id=serial0",
 			"-chardev", "socket,id=agent,path="+vm.ChannelSocket+",server=on,wait=off",
 			"-device", "virtserialport,chardev=agent,name=agent.channel.0",
 		)
@@ -121,12 +135,12 @@ func (q *QEMU) Args() []string {
 		case hypervisor.VirtioFS:
 			args = append(args,
 				"-chardev", "socket,id="+id+",path="+fs.Socket,
-				"-device", "vhost-user-fs-pci,chardev="+id+",tag="+fs.Tag+",queue-size=1024",
+				"-device", q.device("vhost-user-fs")+",chardev="+id+",tag="+fs.Tag+",queue-size=1024",
 			)
 		case hypervisor.Virtio9P:
 			args = append(args,
 				"-fsdev", "local,id="+id+",path="+fs.Source+",security_model=passthrough,multidevs=remap",
-				"-device", "virtio-9p-pci,fsdev="+id+",mount_tag="+fs.Tag,
+				"-device", q.device("virtio-9p")+",fsdev="+id+",mount_tag="+fs.Tag,
 			)
 		}
 	}
@@ -138,7 +152,7 @@ func (q *QEMU) Args() []string {
 		}
 		args = append(args,
 			"-netdev", netdev,
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s", i, nic.MAC),
+			"-device", fmt.Sprintf("%s,netdev=net%d,mac=%s", q.device("virtio-net"), i, nic.MAC),
 		)
 	}
 	if q.machine == "q35" {

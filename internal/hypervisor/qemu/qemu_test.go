@@ -153,3 +153,29 @@ func TestArgs(t *testing.T) {
 		})
 	}
 }
+
+func TestArgsMicrovm(t *testing.T) {
+	vm := baseVM()
+	vm.FreePageReporting = true
+	vm.HotplugPorts = 2
+	vm.SharedFS = []hypervisor.SharedFS{{Kind: hypervisor.Virtio9P, Tag: "hullfs", Source: "/run/hull/c1/shared"}}
+	vm.NICs = []hypervisor.NIC{{MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 1}}}
+	args := New("", Microvm, vm).Args()
+	for _, w := range [][2]string{
+		{"-machine", "microvm,accel=tcg"},
+		{"-device", "virtio-serial-device,id=serial0"},
+		{"-device", "virtio-9p-device,fsdev=fs0"},
+		{"-device", "virtio-net-device,netdev=net0"},
+		{"-device", "virtio-balloon-device"},
+	} {
+		if !hasArg(args, w[0], w[1]) {
+			t.Errorf("missing %s %s in %q", w[0], w[1], args)
+		}
+	}
+	// MMIO only, and no hot-plug ports: a microvm has no PCI.
+	for _, a := range [][2]string{{"-device", "-pci"}, {"-device", "pcie-root-port"}} {
+		if hasArg(args, a[0], a[1]) {
+			t.Errorf("unexpected %s %s in %q", a[0], a[1], args)
+		}
+	}
+}
