@@ -235,23 +235,14 @@ func write(ctx context.Context, dir, kernelPath string, initrd []byte, img *Imag
 		return err
 	}
 	note("copying kernel")
-	err := writeFileAtomic(img.Kernel, 0o644, func(w io.Writer) error {
-		f, err := os.Open(kernelPath)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(w, f)
-		return err
-	})
-	if err != nil {
+	if err := copyFile(kernelPath, img.Kernel); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	note("writing initrd (%.1f MiB)", float64(len(initrd))/(1<<20))
-	err = writeFileAtomic(img.Initrd, 0o644, func(w io.Writer) error {
+	err := writeFileAtomic(img.Initrd, 0o644, func(w io.Writer) error {
 		_, err := w.Write(initrd)
 		return err
 	})

@@ -541,6 +541,7 @@ func compilerVersion() string {
 	return line
 }
 
+// copyFile writes a copy of src to dst, atomically.
 func copyFile(src, dst string) error {
 	return writeFileAtomic(dst, 0o644, func(w io.Writer) error {
 		f, err := os.Open(src)
