@@ -18,6 +18,7 @@ import (
 	"github.com/hullrt/hull/internal/bench"
 	"github.com/hullrt/hull/internal/busybox"
 	"github.com/hullrt/hull/internal/image"
+	"github.com/hullrt/hull/internal/storage"
 )
 
 var benchCommand = &cli.Command{
@@ -57,7 +58,9 @@ var benchStartCommand = &cli.Command{
 		if err != nil {
 			return fmt.Errorf("creating bench directory: %w", err)
 		}
-		defer bench.RemoveDir(dir)
+		// Unmounting first: runsc --network=none leaves a null-netns
+		// bind mount in its state root.
+		defer storage.RemoveMounted(dir, "scratch dir")
 		opts := bench.Options{
 			Runtimes:    c.StringSlice("runtimes"),
 			Hull:        hull,
@@ -111,7 +114,7 @@ var benchNetCommand = &cli.Command{
 		if err != nil {
 			return fmt.Errorf("creating bench directory: %w", err)
 		}
-		defer bench.RemoveDir(dir)
+		defer storage.RemoveMounted(dir, "scratch dir")
 		rep, err := bench.RunNet(ctx, bench.NetOptions{
 			Runtimes: c.StringSlice("runtimes"),
 			Hull:     hull,
@@ -168,7 +171,7 @@ var benchIOCommand = &cli.Command{
 		if err != nil {
 			return fmt.Errorf("creating bench directory: %w", err)
 		}
-		defer bench.RemoveDir(dir)
+		defer storage.RemoveMounted(dir, "scratch dir")
 		rep, err := bench.RunIO(ctx, bench.IOOptions{
 			Config:   cfg,
 			Hull:     exe,
@@ -256,7 +259,7 @@ func runMemBench(c *cli.Context, run func(context.Context, bench.MemOptions) (*b
 	if err != nil {
 		return fmt.Errorf("creating bench directory: %w", err)
 	}
-	defer bench.RemoveDir(dir)
+	defer storage.RemoveMounted(dir, "scratch dir")
 	o.Runtimes, o.Hull, o.Settle = c.StringSlice("runtimes"), hull, c.Duration("settle")
 	o.StateDir, o.Bundle = filepath.Join(dir, "state"), filepath.Join(dir, "idle")
 	o.Version, o.Progress = version, os.Stderr

@@ -120,7 +120,14 @@ func isBind(m specs.Mount) bool {
 // runtime, and then deletes the directory. Removing a missing share is not
 // an error.
 func (s *Share) Remove() error {
-	mounts, err := MountsUnder(s.Dir)
+	return RemoveMounted(s.Dir, "shared dir")
+}
+
+// RemoveMounted unmounts what is mounted at or below dir, deepest first,
+// and then deletes dir; what names dir in errors. A missing dir is not an
+// error.
+func RemoveMounted(dir, what string) error {
+	mounts, err := MountsUnder(dir)
 	if err != nil {
 		return err
 	}
@@ -133,8 +140,8 @@ func (s *Share) Remove() error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	if err := os.RemoveAll(s.Dir); err != nil {
-		return fmt.Errorf("removing shared dir: %w", err)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing %s: %w", what, err)
 	}
 	return nil
 }

@@ -2,11 +2,14 @@ package storage
 
 import (
 	"bufio"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseMountsUnder(t *testing.T) {
@@ -60,5 +63,32 @@ func TestIsBind(t *testing.T) {
 		if got := isBind(tt.m); got != tt.want {
 			t.Errorf("isBind(%+v) = %v, want %v", tt.m, got, tt.want)
 		}
+	}
+}
+
+func TestRemoveMounted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "state", "runsc", "null-netns")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, ""); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	if got, err := MountsUnder(dir); err != nil || len(got) != 1 || got[0] != mnt {
+		_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		t.Fatalf("MountsUnder = %v, %v; want [%s]", got, err, mnt)
+	}
+	if err := RemoveMounted(dir, "scratch dir"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s still there: %v", dir, err)
+	}
+	if got, _ := MountsUnder(dir); len(got) != 0 {
+		t.Errorf("mounts left: %v", got)
 	}
 }
