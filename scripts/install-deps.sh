@@ -2,6 +2,7 @@
 # Installs the Debian packages hull needs to build, run and test on this
 # host. Idempotent, and quick when everything is already there.
 set -euo pipefail
+. "$(dirname "$0")/apt-install.sh"
 
 packages=(
 	qemu-system-x86 qemu-utils     # the VMM, with /usr/lib/qemu/virtiofsd
@@ -18,14 +19,5 @@ packages=(
 	cpio kmod gcc libc6-dev make git ca-certificates
 )
 
-missing=()
-for p in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]} > 0)); then
-	echo "installing: ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install "${packages[@]}"
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || { echo "Go not found (expected at /usr/local/go)" >&2; exit 1; }

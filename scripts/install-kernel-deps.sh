@@ -4,6 +4,7 @@
 # scripts/install-deps.sh, make demo and CI do not run this, since the
 # default image boots the distribution's kernel and needs none of it.
 set -euo pipefail
+. "$(dirname "$0")/apt-install.sh"
 
 packages=(
 	linux-source                   # /usr/src/linux-source-<version>.tar.xz
@@ -14,13 +15,4 @@ packages=(
 	xz-utils
 )
 
-missing=()
-for p in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]} > 0)); then
-	echo "installing: ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install "${packages[@]}"
