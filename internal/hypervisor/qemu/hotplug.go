@@ -86,13 +86,21 @@ func (q *qmp) growCPUs(ctx context.Context, want int) (int, error) {
 	return present, nil
 }
 
-// growMemory plugs one DIMM, of whole blocks, big enough to reach want MiB.
-func (q *qmp) growMemory(ctx context.Context, want int) (int, error) {
+// memoryMiB is the guest's memory: its boot RAM and the DIMMs plugged.
+func (q *qmp) memoryMiB(ctx context.Context) (int, error) {
 	var sum memorySummary
 	if err := q.query(ctx, "query-memory-size-summary", &sum); err != nil {
 		return 0, err
 	}
-	have := int((sum.Base + sum.Plugged) >> 20)
+	return int((sum.Base + sum.Plugged) >> 20), nil
+}
+
+// growMemory plugs one DIMM, of whole blocks, big enough to reach want MiB.
+func (q *qmp) growMemory(ctx context.Context, want int) (int, error) {
+	have, err := q.memoryMiB(ctx)
+	if err != nil {
+		return 0, err
+	}
 	if want <= have {
 		return have, nil
 	}
@@ -146,11 +154,11 @@ func Fits(ctx context.Context, stateDir string, want hypervisor.Size) (hyperviso
 	if err := q.query(ctx, "query-cpus-fast", &cpus); err != nil {
 		return hypervisor.Size{}, err
 	}
-	var sum memorySummary
-	if err := q.query(ctx, "query-memory-size-summary", &sum); err != nil {
+	mem, err := q.memoryMiB(ctx)
+	if err != nil {
 		return hypervisor.Size{}, err
 	}
-	have := hypervisor.Size{VCPUs: len(cpus), MemoryMiB: int((sum.Base + sum.Plugged) >> 20)}
+	have := hypervisor.Size{VCPUs: len(cpus), MemoryMiB: mem}
 	if want.VCPUs > have.VCPUs || want.MemoryMiB > have.MemoryMiB {
 		return have, fmt.Errorf("the vm has %d vcpus and %d MiB and cannot grow to %d and %d MiB: a microvm has no hot-plug (hypervisor.machine = \"microvm\")", have.VCPUs, have.MemoryMiB, want.VCPUs, want.MemoryMiB)
 	}
