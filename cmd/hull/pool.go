@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -28,10 +29,13 @@ var poolCommand = &cli.Command{
 		"when its configuration matches theirs and the container needs no network\n" +
 		"interfaces (NICs are not hot-plugged yet); the VM grows to the container's limits\n" +
 		"by hot-plug. A claimed VM lives on if the pool stops. Progress goes to stderr.\n\n" +
+		"A replacement boots once no VM has been claimed for --refill-delay, at low CPU\n" +
+		"priority: a boot beside a claimed VM would slow down its container's start.\n\n" +
 		"Pooled VMs belong to no pod until claimed: they share nothing with each other,\n" +
 		"each boots its own kernel; the trade-off is the memory of VMs kept idle.",
 	Flags: []cli.Flag{
 		&cli.IntFlag{Name: "size", Value: 2, Usage: "number of ready VMs to keep"},
+		&cli.DurationFlag{Name: "refill-delay", Value: time.Second, Usage: "how long claims must have quietened before a replacement boots"},
 	},
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 0 {
@@ -40,6 +44,10 @@ var poolCommand = &cli.Command{
 		size := c.Int("size")
 		if size < 1 || size > 256 {
 			return fmt.Errorf("--size must be between 1 and 256, not %d", size)
+		}
+		refillDelay := c.Duration("refill-delay")
+		if refillDelay < 0 || refillDelay > time.Hour {
+			return fmt.Errorf("--refill-delay must be between 0 and 1h, not %s", refillDelay)
 		}
 		cfg, err := loadConfig(c)
 		if err != nil {
@@ -63,11 +71,12 @@ var poolCommand = &cli.Command{
 		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		k := &pool.Keeper{
-			Size:    size,
-			Key:     sandbox.PoolKey(cfg),
-			Boot:    func(ctx context.Context) (*pool.VM, error) { return bootPoolVM(ctx, cfg, dir) },
-			Destroy: destroyPoolVM,
-			Log:     os.Stderr,
+			Size:        size,
+			Key:         sandbox.PoolKey(cfg),
+			Boot:        func(ctx context.Context) (*pool.VM, error) { return bootPoolVM(ctx, cfg, dir) },
+			Destroy:     destroyPoolVM,
+			Log:         os.Stderr,
+			RefillDelay: refillDelay,
 		}
 		fmt.Fprintf(os.Stderr, "pool: keeping %d vms ready on %s\n", size, pool.Socket(cfg.Runtime.Root))
 		err = k.Run(ctx, l)

@@ -285,19 +285,16 @@ func (b *bencher) warmUp(ctx context.Context, rt Runtime) error {
 	return nil
 }
 
-// measure runs the bundle of measures[m] once under rt. A pooled runtime
-// first waits, untimed, for its pool to have a VM ready.
+// measure runs the bundle of measures[m] once under rt. It first waits,
+// untimed, for every pool to be full again: a pooled runtime claims a
+// ready VM, and no runtime is timed beside a pool's refill boot.
 func (b *bencher) measure(ctx context.Context, rt Runtime, m int) (sample, error) {
 	ms := measures[m]
 	b.seq++
 	id := fmt.Sprintf("bench-%d-%d", os.Getpid(), b.seq)
-	if rt.Pooled {
-		for _, k := range b.keepers {
-			if k.rt.Name == rt.Name {
-				if err := k.waitReady(ctx); err != nil {
-					return sample{}, err
-				}
-			}
+	for _, k := range b.keepers {
+		if err := k.waitReady(ctx); err != nil {
+			return sample{}, err
 		}
 	}
 	s, err := b.launch(ctx, rt, ms.bundle(b.opts), id)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -222,6 +223,10 @@ case "$bundle" in */start) echo started;; esac`
 // TestRun drives Run with fake runtimes (real ones need root): the order
 // of runs, an optional runtime failing, and the report.
 func TestRun(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep(1) on this host")
+	}
 	bin, dir := t.TempDir(), t.TempDir()
 	log := filepath.Join(dir, "log")
 	t.Setenv("PATH", bin)
@@ -229,6 +234,10 @@ func TestRun(t *testing.T) {
 	writeScript(t, filepath.Join(bin, "hull"), fakeRuntime)
 	writeScript(t, filepath.Join(bin, "runc"), fakeRuntime)
 	writeScript(t, filepath.Join(bin, "crun"), `echo "cannot set up cgroups: hybrid mode" >&2; echo more >&2; exit 1`)
+	// The fake pool stays up, as a real one does, until bench stops it.
+	if err := os.Symlink(sleep, filepath.Join(bin, "sleep")); err != nil {
+		t.Fatal(err)
+	}
 
 	var progress bytes.Buffer
 	rep, err := Run(context.Background(), Options{

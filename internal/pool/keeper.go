@@ -26,10 +26,15 @@ type Keeper struct {
 	Destroy func(*VM) error
 	// Log receives a line per VM booted, claimed or lost.
 	Log io.Writer
+	// RefillDelay holds a replacement back until no VM has been claimed
+	// for this long: a boot beside a claimed VM's first container slows
+	// that container's start, which is what the pool is for.
+	RefillDelay time.Duration
 
-	mu    sync.Mutex
-	ready []*VM
-	wake  chan struct{}
+	mu        sync.Mutex
+	ready     []*VM
+	lastClaim time.Time
+	wake      chan struct{}
 }
 
 // Listen listens on socket, refusing to take it over from a keeper that
@@ -107,6 +112,13 @@ func (k *Keeper) fill(ctx context.Context) {
 			}
 			continue
 		}
+		if wait := k.quietFor(); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+			continue
+		}
 		start := time.Now()
 		vm, err := k.Boot(ctx)
 		if err != nil {
@@ -128,6 +140,16 @@ func (k *Keeper) fill(ctx context.Context) {
 		k.mu.Unlock()
 		k.logf("vm %s ready in %s (%d/%d)", vm.Dir, time.Since(start).Round(time.Millisecond), n, k.Size)
 	}
+}
+
+// quietFor is how long a refill still waits for claims to quieten down.
+func (k *Keeper) quietFor() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.lastClaim.IsZero() {
+		return 0
+	}
+	return time.Until(k.lastClaim.Add(k.RefillDelay))
 }
 
 func (k *Keeper) serve(conn net.Conn) {
@@ -155,6 +177,7 @@ func (k *Keeper) serve(conn net.Conn) {
 	}
 	vm := k.ready[0]
 	k.ready = k.ready[1:]
+	k.lastClaim = time.Now()
 	k.mu.Unlock()
 	if err := json.NewEncoder(conn).Encode(response{VM: vm}); err != nil {
 		// The claimer went away before it had the VM: keep it.

@@ -33,8 +33,13 @@ func (f *fakeVMs) destroy(vm *VM) error {
 
 func startKeeper(t *testing.T, size int) (*Keeper, *fakeVMs, string, func()) {
 	t.Helper()
+	return startKeeperDelayed(t, size, 0)
+}
+
+func startKeeperDelayed(t *testing.T, size int, refillDelay time.Duration) (*Keeper, *fakeVMs, string, func()) {
+	t.Helper()
 	f := &fakeVMs{}
-	k := &Keeper{Size: size, Key: "k1", Boot: f.boot, Destroy: f.destroy}
+	k := &Keeper{Size: size, Key: "k1", Boot: f.boot, Destroy: f.destroy, RefillDelay: refillDelay}
 	sock := filepath.Join(t.TempDir(), "pool.sock")
 	l, err := Listen(sock)
 	if err != nil {
@@ -75,6 +80,37 @@ func TestClaimAndRefill(t *testing.T) {
 	stop()
 	if len(f.destroyed) != 2 || f.booted != 3 {
 		t.Errorf("after stop: booted %d, destroyed %v; want 3 booted and the 2 unclaimed destroyed", f.booted, f.destroyed)
+	}
+}
+
+func (f *fakeVMs) bootCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.booted
+}
+
+// A claim holds the refill back for RefillDelay, however fast a boot is.
+func TestRefillWaitsForClaimsToQuieten(t *testing.T) {
+	_, f, sock, stop := startKeeperDelayed(t, 1, time.Hour)
+	defer stop()
+	if _, err := Claim(context.Background(), sock, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := f.bootCount(); n != 1 {
+		t.Errorf("%d vms booted within 200ms of a claim, want 1 (no refill for an hour)", n)
+	}
+}
+
+func TestRefillAfterTheDelay(t *testing.T) {
+	k, f, sock, stop := startKeeperDelayed(t, 1, 50*time.Millisecond)
+	defer stop()
+	if _, err := Claim(context.Background(), sock, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, k, 1)
+	if n := f.bootCount(); n != 2 {
+		t.Errorf("%d vms booted, want 2 (the first and its replacement)", n)
 	}
 }
 

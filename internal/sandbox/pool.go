@@ -147,11 +147,11 @@ func (s *Sandbox) growClaimed(ctx context.Context) error {
 	return err
 }
 
-// poolNice is the nice value a pool's VMs boot with: the keeper refills
-// the pool right after a claim, and the claimed VM's work comes first.
+// poolNice is the nice value a pool's VMs boot with, the lowest: a
+// refill must not slow down the claimed VMs' work.
 func (s *Sandbox) poolNice() int {
 	if s.forPool {
-		return 10
+		return 19
 	}
 	return 0
 }
