@@ -11,6 +11,7 @@ packages=(
 	build-essential bc bison flex  # the compiler and what kconfig and kbuild run
 	libelf-dev                     # objtool (the ORC unwinder)
 	libssl-dev                     # host tools that kbuild builds unconditionally
+	patch                          # hull's patches to the source (internal/image/kernel/*.patch)
 	lz4                            # the bzImage's compressor
 	xz-utils
 )

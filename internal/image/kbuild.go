@@ -2,8 +2,10 @@ package image
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"embed"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +30,34 @@ import (
 //
 //go:embed kernel/hull.config
 var HullKernelConfig []byte
+
+//go:embed kernel/*.patch
+var hullKernelPatches embed.FS
+
+// KernelPatch is a change to the kernel source, applied with patch -p1
+// before it is configured.
+type KernelPatch struct {
+	Name string
+	Diff []byte
+}
+
+// HullKernelPatches are the patches of hull's tuned guest kernel
+// (internal/image/kernel/*.patch), in the order of their names.
+func HullKernelPatches() []KernelPatch {
+	ents, err := hullKernelPatches.ReadDir("kernel")
+	if err != nil {
+		panic(err) // embedded: cannot fail
+	}
+	var ps []KernelPatch
+	for _, e := range ents {
+		b, err := hullKernelPatches.ReadFile("kernel/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		ps = append(ps, KernelPatch{Name: e.Name(), Diff: b})
+	}
+	return ps
+}
 
 // kernelBuilderVersion is bumped whenever BuildKernel would build a
 // different kernel from the same source and fragment.
@@ -66,6 +96,9 @@ type KernelBuildOptions struct {
 	Source string
 	// Fragment is the configuration fragment; nil means HullKernelConfig.
 	Fragment []byte
+	// Patches are applied to the source in order; nil means
+	// HullKernelPatches, an empty slice none.
+	Patches  []KernelPatch
 	CacheDir string // default DefaultKernelCache
 	Jobs     int    // make -j; 0 means one per CPU
 	Force    bool   // rebuild even when the cache has this kernel
@@ -86,13 +119,14 @@ type Kernel struct {
 	Config  string `json:"-"`
 	Cached  bool   `json:"-"` // true when the cache already had it
 
-	Release       string `json:"release"`       // uname -r: 6.1.192-hull
-	Key           string `json:"key"`           // digest of everything it is built from
-	Source        string `json:"source"`        // the tarball's file name
-	SourceVersion string `json:"sourceVersion"` // its Debian package version, when it is one's
-	SourceDigest  string `json:"sourceDigest"`  // SHA-256 of the tarball
-	Fragment      string `json:"fragment"`      // SHA-256 of the fragment
-	Compiler      string `json:"compiler"`      // first line of gcc --version; not part of the key
+	Release       string   `json:"release"`           // uname -r: 6.1.192-hull
+	Key           string   `json:"key"`               // digest of everything it is built from
+	Source        string   `json:"source"`            // the tarball's file name
+	SourceVersion string   `json:"sourceVersion"`     // its Debian package version, when it is one's
+	SourceDigest  string   `json:"sourceDigest"`      // SHA-256 of the tarball
+	Fragment      string   `json:"fragment"`          // SHA-256 of the fragment
+	Patches       []string `json:"patches,omitempty"` // the source patches applied, by name
+	Compiler      string   `json:"compiler"`          // first line of gcc --version; not part of the key
 }
 
 // File names in a cache entry.
@@ -108,15 +142,19 @@ type kernelInputs struct {
 	source, sourceVersion string
 	sourceSum             [sha256.Size]byte
 	fragment              []byte
+	patches               []KernelPatch
 }
 
 // key identifies a kernel by its inputs: the builder's version, the
-// source tarball's digest and the fragment's. The compiler is not part of
-// it (a gcc update does not rebuild; --force does).
+// source tarball's digest, the fragment's and the patches'. The compiler
+// is not part of it (a gcc update does not rebuild; --force does).
 func (in kernelInputs) key() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "hull-kernel %d\nbase tinyconfig\nsource %x\nfragment %x\n",
 		kernelBuilderVersion, in.sourceSum, sha256.Sum256(in.fragment))
+	for _, p := range in.patches {
+		fmt.Fprintf(h, "patch %s %x\n", p.Name, sha256.Sum256(p.Diff))
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -131,6 +169,9 @@ func (o *KernelBuildOptions) defaults() {
 	if o.Fragment == nil {
 		o.Fragment = HullKernelConfig
 	}
+	if o.Patches == nil {
+		o.Patches = HullKernelPatches()
+	}
 	if o.Jobs <= 0 {
 		o.Jobs = runtime.NumCPU()
 	}
@@ -141,7 +182,7 @@ func (o *KernelBuildOptions) defaults() {
 
 // inputs finds the source and digests what the kernel is built from.
 func (o *KernelBuildOptions) inputs() (kernelInputs, error) {
-	in := kernelInputs{source: o.Source, fragment: o.Fragment}
+	in := kernelInputs{source: o.Source, fragment: o.Fragment, patches: o.Patches}
 	if in.source == "" {
 		var err error
 		if in.source, err = findKernelSource(DefaultSourceDir); err != nil {
@@ -334,6 +375,12 @@ func (b *kernelBuild) run(ctx context.Context, want kconfig, key, dir string) (*
 	if err := b.cmd(ctx, "tar", "-xf", b.in.source, "-C", b.work, "--strip-components=1", "--no-same-owner"); err != nil {
 		return nil, b.failed("extracting the kernel source", err)
 	}
+	for _, p := range b.in.patches {
+		b.note("applying %s...", p.Name)
+		if err := b.patch(ctx, p); err != nil {
+			return nil, err
+		}
+	}
 	const fragment = "hull.config"
 	if err := os.WriteFile(filepath.Join(b.work, fragment), b.o.Fragment, 0o644); err != nil {
 		return nil, err
@@ -369,6 +416,24 @@ func (b *kernelBuild) run(ctx context.Context, want kconfig, key, dir string) (*
 	}
 	b.note("compiled in %s", time.Since(start).Round(time.Second))
 	return b.install(key, dir)
+}
+
+// patch applies p to the source tree; a patch that does not apply exactly
+// (no fuzz) fails the build with patch's own words.
+func (b *kernelBuild) patch(ctx context.Context, p KernelPatch) error {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, "patch", "-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch")
+	cmd.Dir = b.work
+	cmd.Stdin = bytes.NewReader(p.Diff)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("applying %s: patch(1) is not installed (scripts/install-kernel-deps.sh)", p.Name)
+		}
+		return fmt.Errorf("kernel patch %s does not apply to %s: %v: %s", p.Name, filepath.Base(b.in.source), err, strings.TrimSpace(out.String()))
+	}
+	fmt.Fprintf(b.logf, "applied %s:\n%s", p.Name, out.String())
+	return nil
 }
 
 // compile runs make, and reports how far it got every ProgressEvery.
@@ -421,6 +486,7 @@ func (b *kernelBuild) install(key, dir string) (*Kernel, error) {
 		SourceVersion: b.in.sourceVersion,
 		SourceDigest:  hex.EncodeToString(b.in.sourceSum[:]),
 		Fragment:      fmt.Sprintf("%x", sha256.Sum256(b.o.Fragment)),
+		Patches:       patchNames(b.in.patches),
 		Compiler:      compilerVersion(),
 	}
 	tmp, err := os.MkdirTemp(b.o.CacheDir, ".new-")
@@ -565,4 +631,12 @@ func lastLines(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return "  " + strings.Join(lines, "\n  ")
+}
+
+func patchNames(ps []KernelPatch) []string {
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	return names
 }

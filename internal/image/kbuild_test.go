@@ -44,8 +44,10 @@ bzImage:
 	mkdir -p arch/x86/boot include/config
 	cp bzImage.in arch/x86/boot/bzImage
 	printf 'ELF... Linux version ` + fakeRelease + ` (hull@hull) #1\0' > vmlinux
+	cat patchme >> vmlinux
 	echo ` + fakeRelease + ` > include/config/kernel.release
 `,
+	"patchme":                         "original\n",
 	"scripts/kconfig/merge_config.sh": "#!/bin/sh\n[ \"$1\" = -n ] && shift\ncat \"$@\" | grep -v '^CONFIG_NEEDS_MISSING_DEP=' > .config\n",
 }
 
@@ -91,6 +93,7 @@ func fakeKernelOptions(t *testing.T, fragment string) KernelBuildOptions {
 	return KernelBuildOptions{
 		Source:   fakeKernelSource(t),
 		Fragment: []byte(fragment),
+		Patches:  []KernelPatch{},
 		CacheDir: filepath.Join(t.TempDir(), "cache"),
 		Jobs:     1,
 	}
@@ -261,6 +264,65 @@ func TestBuildKernelFailures(t *testing.T) {
 				t.Errorf("cache after failure: %v (log kept: %v)", left, tt.keepLog)
 			}
 		})
+	}
+}
+
+// patchTheSource changes the fake tree's patchme, whose text the fake
+// build appends to vmlinux.
+var patchTheSource = KernelPatch{Name: "0001-change.patch", Diff: []byte(`A change, explained here.
+
+--- a/patchme
++++ b/patchme
+@@ -1 +1 @@
+-original
++patched
+`)}
+
+func TestBuildKernelPatches(t *testing.T) {
+	o := fakeKernelOptions(t, "CONFIG_64BIT=y\n")
+	plain, err := BuildKernel(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Patches = []KernelPatch{patchTheSource}
+	k, err := BuildKernel(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Key == plain.Key || k.Dir == plain.Dir {
+		t.Errorf("a patch left the key as it was: %s", k.Key)
+	}
+	if len(k.Patches) != 1 || k.Patches[0] != patchTheSource.Name {
+		t.Errorf("manifest patches: %v", k.Patches)
+	}
+	b, err := os.ReadFile(k.Vmlinux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("patched")) {
+		t.Errorf("the patch did not reach the build: vmlinux is %q", b)
+	}
+
+	// A patch that does not apply fails the build by name, and changes
+	// nothing in the cache.
+	o.Patches = []KernelPatch{{Name: "0002-stale.patch", Diff: []byte("--- a/patchme\n+++ b/patchme\n@@ -1 +1 @@\n-something else\n+x\n")}}
+	if _, err := BuildKernel(context.Background(), o); err == nil || !strings.Contains(err.Error(), "kernel patch 0002-stale.patch does not apply") {
+		t.Errorf("stale patch: %v", err)
+	}
+	if left := cacheLeftovers(t, o.CacheDir); len(left) != 0 {
+		t.Errorf("left in the cache after a failed patch: %v", left)
+	}
+}
+
+func TestHullKernelPatchesAreEmbedded(t *testing.T) {
+	ps := HullKernelPatches()
+	if len(ps) == 0 {
+		t.Fatal("no kernel patches embedded")
+	}
+	for _, p := range ps {
+		if !bytes.Contains(p.Diff, []byte("\n--- a/")) || !strings.HasSuffix(p.Name, ".patch") {
+			t.Errorf("%s: not a patch -p1 diff", p.Name)
+		}
 	}
 }
 
