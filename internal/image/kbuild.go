@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"embed"
-	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -421,19 +420,19 @@ func (b *kernelBuild) run(ctx context.Context, want kconfig, key, dir string) (*
 // patch applies p to the source tree; a patch that does not apply exactly
 // (no fuzz) fails the build with patch's own words.
 func (b *kernelBuild) patch(ctx context.Context, p KernelPatch) error {
+	file := filepath.Join(b.work, ".hull-"+p.Name)
+	if err := os.WriteFile(file, p.Diff, 0o644); err != nil {
+		return err
+	}
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "patch", "-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch")
-	cmd.Dir = b.work
-	cmd.Stdin = bytes.NewReader(p.Diff)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		if errors.Is(err, exec.ErrNotFound) {
-			return fmt.Errorf("applying %s: patch(1) is not installed (scripts/install-kernel-deps.sh)", p.Name)
-		}
+	err := b.cmdTo(ctx, io.MultiWriter(b.logf, &out), "patch", "-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch", "-i", file)
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		return fmt.Errorf("applying %s: patch(1) is not installed (scripts/install-kernel-deps.sh)", p.Name)
+	case err != nil && ctx.Err() == nil:
 		return fmt.Errorf("kernel patch %s does not apply to %s: %v: %s", p.Name, filepath.Base(b.in.source), err, strings.TrimSpace(out.String()))
 	}
-	fmt.Fprintf(b.logf, "applied %s:\n%s", p.Name, out.String())
-	return nil
+	return err
 }
 
 // compile runs make, and reports how far it got every ProgressEvery.
