@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+
 	// Registers the device-rule manager libcontainer applies cgroup device
 	// rules with (eBPF on cgroup v2).
 	_ "github.com/opencontainers/runc/libcontainer/cgroups/devices"
@@ -137,13 +139,23 @@ func (a *Agent) unmountAll() {
 	a.mounts = nil
 }
 
+// DestroySandbox readies the guest for the VMM to stop it: the host calls
+// it only right before the VM goes. Every container process is killed,
+// the filesystems on the containers' disks are unmounted (left clean), and
+// what the guest still holds unwritten goes out. Nothing else is undone:
+// cgroups, libcontainer's state and the shares' mounts live in the guest's
+// memory and go with it, and undoing them cost ~10 ms of every teardown.
 func (a *Agent) DestroySandbox(context.Context, *agent.DestroySandboxRequest) (*emptypb.Empty, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for id, c := range a.containers {
-		a.destroy(id, c)
+	for _, c := range a.containers {
+		c.kill()
 	}
-	a.unmountAll()
+	for id, c := range a.containers {
+		<-c.init.exited
+		unmountStorages(id, c.storages)
+		c.storages = nil
+	}
 	a.sandboxID = ""
 	unix.Sync()
 	return empty, nil
@@ -255,9 +267,25 @@ func (a *Agent) RemoveContainer(ctx context.Context, r *agent.RemoveContainerReq
 	return empty, nil
 }
 
+// kill sends SIGKILL to what still runs of the container. In a PID
+// namespace of its own, everything died with its init, and once that has
+// exited there is nothing to do (libcontainer's Signal, which would find
+// that out, costs ~3 ms under TCG); in a shared one, libcontainer kills
+// every process of the container's cgroup.
+func (c *container) kill() {
+	select {
+	case <-c.init.exited:
+		if c.c.Config().Namespaces.IsPrivate(configs.NEWPID) {
+			return
+		}
+	default:
+	}
+	_ = c.c.Signal(unix.SIGKILL)
+}
+
 // destroy kills what is left of a container and frees it. Called with a.mu.
 func (a *Agent) destroy(id string, c *container) {
-	_ = c.c.Signal(unix.SIGKILL)
+	c.kill()
 	<-c.init.exited
 	if err := c.c.Destroy(); err != nil {
 		logrus.WithError(err).Warnf("destroying container %s", id)
