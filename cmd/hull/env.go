@@ -36,7 +36,7 @@ var envCommand = &cli.Command{
 		fmt.Printf("kernel = %q\n", unix.ByteSliceToString(u.Release[:]))
 		fmt.Printf("accel = %q\n", orError(string(accel), aerr))
 		fmt.Printf("channel = %q\n", orError(string(ch), cerr))
-		fmt.Printf("guest_kernel_params = %q\n", strings.Join(sandbox.KernelParams(cfg), " "))
+		fmt.Printf("guest_kernel_params = %q\n", strings.Join(sandbox.KernelParams(cfg, accel), " "))
 		fmt.Printf("\n[guest_image]\n")
 		if img, err := image.Load(cfg.Image.Dir); err == nil {
 			fmt.Printf("kernel_version = %q\nkernel = %q\ninitrd = %q\ndigest = %q\n", img.KernelVersion, img.Kernel, img.Initrd, img.Digest)

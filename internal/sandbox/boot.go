@@ -37,8 +37,10 @@ func Firmware(h config.Hypervisor) (string, error) {
 	return h.Firmware, nil
 }
 
-// KernelParams is the guest kernel command line.
-func KernelParams(cfg *config.Config) []string {
+// KernelParams is the guest kernel command line under accel: hull's own
+// parameters, then extra, then the configuration's kernel_params, last so
+// that they override.
+func KernelParams(cfg *config.Config, accel hypervisor.Accel, extra ...string) []string {
 	p := []string{
 		"console=ttyS0", "quiet", "panic=-1", "rdinit=/init",
 		// Skip probes that only cost boot time in a VM.
@@ -52,17 +54,13 @@ func KernelParams(cfg *config.Config) []string {
 	if cfg.Agent.Debug {
 		p = append(p, "hull.log=debug")
 	}
-	return append(p, strings.Fields(cfg.Hypervisor.KernelParams)...)
-}
-
-// kernelParams is the command line of this sandbox's guest: a pool's VMs
-// warm the container path up before they are claimed.
-func (s *Sandbox) kernelParams(accel hypervisor.Accel) []string {
-	p := KernelParams(s.cfg)
-	if s.forPool {
-		p = append(p, agent.WarmParam+"=1")
+	if accel == hypervisor.AccelTCG {
+		// QEMU emulates the local APIC timer at 1 GHz. hull's tuned kernel
+		// takes that rate instead of timing the timer for 0.11 s (design
+		// 011); other kernels drop a hull.* parameter unread.
+		p = append(p, "hull.apic_timer_hz="+strconv.Itoa(qemu.APICTimerHz))
 	}
-	if s.cfg.Hypervisor.Machine == qemu.Microvm && accel == hypervisor.AccelTCG {
+	if cfg.Hypervisor.Machine == qemu.Microvm && accel == hypervisor.AccelTCG {
 		// A microvm has neither HPET nor ACPI PM timer to calibrate the
 		// TSC against, and under TCG the PIT calibration fails now and
 		// then: the guest then marks its TSC unstable and hangs. A TCG
@@ -71,7 +69,17 @@ func (s *Sandbox) kernelParams(accel hypervisor.Accel) []string {
 			p = append(p, fmt.Sprintf("tsc_early_khz=%d", khz))
 		}
 	}
-	return p
+	p = append(p, extra...)
+	return append(p, strings.Fields(cfg.Hypervisor.KernelParams)...)
+}
+
+// kernelParams is the command line of this sandbox's guest: a pool's VMs
+// warm the container path up before they are claimed.
+func (s *Sandbox) kernelParams(accel hypervisor.Accel) []string {
+	if s.forPool {
+		return KernelParams(s.cfg, accel, agent.WarmParam+"=1")
+	}
+	return KernelParams(s.cfg, accel)
 }
 
 // hostTSCKHz is the host CPU's frequency in kHz as /proc/cpuinfo gives

@@ -40,14 +40,19 @@ func TestKernelParams(t *testing.T) {
 	cfg := config.Default()
 	cfg.Hypervisor.KernelParams = "foo=1  bar"
 	cfg.Agent.Debug = true
-	p := strings.Join(KernelParams(cfg), " ")
-	for _, want := range []string{"console=ttyS0", "panic=-1", "hull.log=debug", "foo=1 bar"} {
+	p := strings.Join(KernelParams(cfg, hypervisor.AccelTCG, "extra=1"), " ")
+	for _, want := range []string{"console=ttyS0", "panic=-1", "hull.log=debug", "hull.apic_timer_hz=1000000000", "extra=1 foo=1 bar"} {
 		if !strings.Contains(p, want) {
 			t.Errorf("kernel params %q lack %q", p, want)
 		}
 	}
 	if !strings.HasSuffix(p, "foo=1 bar") {
 		t.Errorf("user params must come last to override: %q", p)
+	}
+	// Under KVM the TSC deadline timer needs no rate, and another APIC's
+	// may differ.
+	if p := strings.Join(KernelParams(cfg, hypervisor.AccelKVM), " "); strings.Contains(p, "apic_timer_hz") {
+		t.Errorf("KVM guest given the TCG APIC's rate: %q", p)
 	}
 }
 

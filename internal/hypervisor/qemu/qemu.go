@@ -46,6 +46,10 @@ func New(binary, machine string, vm hypervisor.VM) *QEMU {
 // hot-plug.
 const Microvm = "microvm"
 
+// APICTimerHz is the rate of the local APIC timer QEMU emulates under TCG:
+// its APIC counts the virtual clock's nanoseconds (a 1 GHz bus).
+const APICTimerHz = 1_000_000_000
+
 // device is the QEMU device name of a virtio device: on PCI, or on MMIO
 // for a microvm.
 func (q *QEMU) device(kind string) string {
