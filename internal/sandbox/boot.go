@@ -59,14 +59,14 @@ func KernelParams(cfg *config.Config, accel hypervisor.Accel, extra ...string) [
 		// takes that rate instead of timing the timer for 0.11 s (design
 		// 011); other kernels drop a hull.* parameter unread.
 		p = append(p, "hull.apic_timer_hz="+strconv.Itoa(qemu.APICTimerHz))
-	}
-	if cfg.Hypervisor.Machine == qemu.Microvm && accel == hypervisor.AccelTCG {
 		// A microvm has neither HPET nor ACPI PM timer to calibrate the
 		// TSC against, and under TCG the PIT calibration fails now and
 		// then: the guest then marks its TSC unstable and hangs. A TCG
 		// guest's TSC ticks at the host's rate: give it that.
-		if khz := hostTSCKHz(); khz > 0 {
-			p = append(p, fmt.Sprintf("tsc_early_khz=%d", khz))
+		if cfg.Hypervisor.Machine == qemu.Microvm {
+			if khz := hostTSCKHz(); khz > 0 {
+				p = append(p, fmt.Sprintf("tsc_early_khz=%d", khz))
+			}
 		}
 	}
 	p = append(p, extra...)
