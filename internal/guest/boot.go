@@ -33,7 +33,12 @@ var baseMounts = []mountPoint{
 	{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
 	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
 	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	// favordynmods (Linux 6.0) keeps the lock that moving a process between
+	// cgroups takes in the mode writers take without waiting for an RCU
+	// grace period. Every container's creation moves its init into a new
+	// cgroup: under TCG that wait was ~6 ms of each. Forks and exits pay
+	// a few atomic operations more.
+	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "favordynmods"},
 }
 
 // Boot prepares a freshly started guest for containers. It must run first
@@ -46,7 +51,12 @@ func Boot() error {
 		if err := os.MkdirAll(m.target, 0o755); err != nil {
 			return err
 		}
-		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
+		err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data)
+		if errors.Is(err, unix.EINVAL) && m.fstype == "cgroup2" && m.data != "" {
+			// A kernel before 6.0 does not know favordynmods.
+			err = unix.Mount(m.source, m.target, m.fstype, m.flags, "")
+		}
+		if err != nil {
 			return fmt.Errorf("mounting %s on %s: %w", m.fstype, m.target, err)
 		}
 	}

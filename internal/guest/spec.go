@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -35,7 +36,11 @@ var podNamespaces = map[specs.LinuxNamespaceType]string{
 // here, and the network is the guest's own. A pod member's namespaces that name a path join the namespaces of
 // its sandbox container in the guest instead, found by sandboxPid.
 // Seccomp is not applied inside the guest (the VM is the isolation
-// boundary, as in Kata's default disable_guest_seccomp).
+// boundary, as in Kata's default disable_guest_seccomp). Every container
+// gets a cgroup namespace of its own, as runtimes give it on a cgroup v2
+// host (the guest is v2 only): one in the guest's initial namespace that
+// mounts cgroup2, as runc's default mounts do, resets the options of the
+// guest's whole hierarchy (favordynmods, see boot.go).
 func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (_ *specs.Spec, netSysctls map[string]string, err error) {
 	var s specs.Spec
 	if err := json.Unmarshal(raw, &s); err != nil {
@@ -77,6 +82,9 @@ func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (_
 			ns.Path = ""
 		}
 		namespaces = append(namespaces, ns)
+	}
+	if !slices.ContainsFunc(namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.CgroupNamespace }) {
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
 	s.Linux.Namespaces = namespaces
 	// Network sysctls are the guest network's, which every container of

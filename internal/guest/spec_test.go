@@ -41,8 +41,8 @@ func TestGuestSpec(t *testing.T) {
 			t.Error("network namespace kept: containers must use the guest's network")
 		}
 	}
-	if len(s.Linux.Namespaces) != 1 {
-		t.Errorf("namespaces %+v, want the pid namespace only", s.Linux.Namespaces)
+	if len(s.Linux.Namespaces) != 2 || s.Linux.Namespaces[0].Type != specs.PIDNamespace || s.Linux.Namespaces[1].Type != specs.CgroupNamespace {
+		t.Errorf("namespaces %+v, want the pid namespace and a cgroup namespace added", s.Linux.Namespaces)
 	}
 	if s.Hooks != nil || s.Linux.Seccomp != nil || s.Process.SelinuxLabel != "" || s.Process.ApparmorProfile != "" {
 		t.Errorf("host-only settings kept: %+v", s)
@@ -108,9 +108,10 @@ func TestGuestSpecJoinsPodNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[specs.LinuxNamespaceType]string{
-		specs.IPCNamespace:   "/proc/85/ns/ipc",
-		specs.MountNamespace: "",
-		specs.PIDNamespace:   "", // no path asked: a pid namespace of its own
+		specs.IPCNamespace:    "/proc/85/ns/ipc",
+		specs.MountNamespace:  "",
+		specs.PIDNamespace:    "", // no path asked: a pid namespace of its own
+		specs.CgroupNamespace: "", // always one of its own
 	}
 	if len(s.Linux.Namespaces) != len(want) {
 		t.Errorf("namespaces %+v, want %v (the guest's network shared)", s.Linux.Namespaces, want)
