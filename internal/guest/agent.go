@@ -127,6 +127,11 @@ func mountStorage(s *agent.Storage) error {
 	if err := unix.Mount(s.Source, s.MountPoint, s.Fstype, flags, strings.Join(data, ",")); err != nil {
 		return fmt.Errorf("mounting %s %s on %s: %w", s.Fstype, s.Source, s.MountPoint, err)
 	}
+	if s.Fstype == "virtiofs" {
+		if err := setReadAhead(s.MountPoint, virtiofsReadAheadKiB); err != nil {
+			logrus.WithError(err).Warnf("setting the read-ahead of %s", s.MountPoint)
+		}
+	}
 	return nil
 }
 
