@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,7 +41,7 @@ var empty = &emptypb.Empty{}
 type Agent struct {
 	mu         sync.Mutex
 	sandboxID  string
-	mounts     []string // storages mounted for the sandbox, in mount order
+	mounts     []*agent.Storage // storages mounted for the sandbox, in mount order
 	containers map[string]*container
 	// oom carries the ids of containers the OOM killer hit, for GetOOMEvent.
 	oom chan string
@@ -78,11 +79,26 @@ func (a *Agent) Version(context.Context, *agent.VersionRequest) (*agent.VersionR
 	}, nil
 }
 
+// CreateSandbox mounts the sandbox's storages and takes the sandbox's id.
+// Without an id it only mounts the storages: a pool's VM mounts its share
+// before it is claimed (API version 7). A storage already mounted just as
+// asked stays as it is; another one on its mount point is refused.
 func (a *Agent) CreateSandbox(ctx context.Context, r *agent.CreateSandboxRequest) (*emptypb.Empty, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.sandboxID != "" {
 		return nil, status.Errorf(codes.AlreadyExists, "sandbox %s already exists", a.sandboxID)
+	}
+	asked := map[string]*agent.Storage{}
+	for _, s := range r.Storages {
+		m := asked[s.MountPoint]
+		if m == nil {
+			m = a.mounted(s.MountPoint)
+		}
+		if m != nil && !sameStorage(m, s) {
+			return nil, status.Errorf(codes.InvalidArgument, "%s already holds %s %s", s.MountPoint, m.Fstype, m.Source)
+		}
+		asked[s.MountPoint] = s
 	}
 	if r.Hostname != "" {
 		if err := unix.Sethostname([]byte(r.Hostname)); err != nil {
@@ -90,11 +106,14 @@ func (a *Agent) CreateSandbox(ctx context.Context, r *agent.CreateSandboxRequest
 		}
 	}
 	for _, s := range r.Storages {
+		if a.mounted(s.MountPoint) != nil {
+			continue
+		}
 		if err := mountStorage(s); err != nil {
 			a.unmountAll()
 			return nil, err
 		}
-		a.mounts = append(a.mounts, s.MountPoint)
+		a.mounts = append(a.mounts, s)
 	}
 	a.sandboxID = r.SandboxId
 	return empty, nil
@@ -137,11 +156,25 @@ func mountStorage(s *agent.Storage) error {
 
 func (a *Agent) unmountAll() {
 	for i := len(a.mounts) - 1; i >= 0; i-- {
-		if err := unix.Unmount(a.mounts[i], unix.MNT_DETACH); err != nil {
-			logrus.WithError(err).Warnf("unmounting %s", a.mounts[i])
+		if err := unix.Unmount(a.mounts[i].MountPoint, unix.MNT_DETACH); err != nil {
+			logrus.WithError(err).Warnf("unmounting %s", a.mounts[i].MountPoint)
 		}
 	}
 	a.mounts = nil
+}
+
+// mounted is the sandbox storage mounted at mountPoint, nil if none is.
+func (a *Agent) mounted(mountPoint string) *agent.Storage {
+	for _, m := range a.mounts {
+		if m.MountPoint == mountPoint {
+			return m
+		}
+	}
+	return nil
+}
+
+func sameStorage(a, b *agent.Storage) bool {
+	return a.Source == b.Source && a.Fstype == b.Fstype && a.Driver == b.Driver && slices.Equal(a.Options, b.Options)
 }
 
 // DestroySandbox readies the guest for the VMM to stop it: the host calls

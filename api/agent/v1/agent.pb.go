@@ -341,10 +341,14 @@ func (x *Storage) GetDriver() string {
 }
 
 type CreateSandboxRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
-	Hostname      string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Storages      []*Storage             `protobuf:"bytes,3,rep,name=storages,proto3" json:"storages,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: mount the storages only, the sandbox comes with a later call
+	// (API version 7; a pool's VM mounts its share before it is claimed).
+	// A storage already mounted just as asked is kept; another storage on
+	// its mount point is refused.
+	SandboxId     string     `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Hostname      string     `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Storages      []*Storage `protobuf:"bytes,3,rep,name=storages,proto3" json:"storages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
