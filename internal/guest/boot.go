@@ -33,11 +33,11 @@ var baseMounts = []mountPoint{
 	{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
 	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
 	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-	// favordynmods (Linux 6.0) keeps the lock that moving a process between
-	// cgroups takes in the mode writers take without waiting for an RCU
-	// grace period. Every container's creation moves its init into a new
-	// cgroup: under TCG that wait was ~6 ms of each. Forks and exits pay
-	// a few atomic operations more.
+	// favordynmods (Linux 6.0) keeps the threadgroup lock in its slow mode,
+	// so that moving a process into a cgroup (a writer) does not first wait
+	// for an RCU grace period. Every container's creation moves its init
+	// into a new cgroup: under TCG that wait was ~6 ms of each. Forks and
+	// exits (readers) pay a few atomic operations more.
 	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "favordynmods"},
 }
 

@@ -403,7 +403,7 @@ func (s *Sandbox) consoleTail() string {
 
 // createSandbox mounts the share in the guest and creates the sandbox
 // there. A pool's VM only mounts the share, its claimer creates the
-// sandbox: under TCG the mount is ~4 ms the claim no longer waits for.
+// sandbox: the mount (~6 ms under TCG) is no longer part of the claim.
 func (s *Sandbox) createSandbox(ctx context.Context) error {
 	fs := &agent.Storage{Source: storage.Tag, MountPoint: storage.GuestSharedDir}
 	switch hypervisor.SharedFSKind(s.cfg.Storage.SharedFS) {
