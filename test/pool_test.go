@@ -46,7 +46,7 @@ func TestPoolClaim(t *testing.T) {
 	waitFor(t, "pool vm ready", 2*time.Minute, func() bool { return strings.Contains(poolLog(), "ready in") })
 
 	limit, quota, period := int64(256<<20), int64(100000), uint64(100000)
-	b := makeBundle(t, []string{"sh", "-c", `nproc; sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo; grep -o 'hull.warm=1' /proc/cmdline || echo cold`}, func(s *specs.Spec) {
+	b := makeBundle(t, []string{"sh", "-c", `nproc; sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo; grep -o 'hull.warm=1' /proc/cmdline || echo cold; grep -c 'cgroup2 .*favordynmods' /proc/self/mountinfo`}, func(s *specs.Spec) {
 		s.Linux.Resources = &specs.LinuxResources{
 			Memory: &specs.LinuxMemory{Limit: &limit},
 			CPU:    &specs.LinuxCPU{Quota: &quota, Period: &period},
@@ -67,12 +67,17 @@ func TestPoolClaim(t *testing.T) {
 		t.Errorf("the run did not claim the pool's vm; pool log:\n%s", poolLog())
 	}
 	out := strings.Fields(r.stdout)
-	if len(out) != 3 {
+	if len(out) != 4 {
 		t.Fatalf("output %q", r.stdout)
 	}
 	// The pool's VMs create a throwaway container before they are ready.
 	if out[2] != "hull.warm=1" {
 		t.Errorf("the pool's vm booted without the warm-up (hull.warm=1): %q", out[2])
+	}
+	// ... and switch cgroup2 to favordynmods, which the container's own
+	// cgroup2 mount (in a cgroup namespace of its own) leaves in place.
+	if out[3] == "0" {
+		t.Error("the claimed vm's cgroup2 is not mounted with favordynmods")
 	}
 	nproc, _ := strconv.Atoi(out[0])
 	memKiB, _ := strconv.Atoi(out[1])

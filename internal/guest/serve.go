@@ -164,6 +164,9 @@ func Main() error {
 	logrus.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	a := NewAgent()
 	if cmdlineValue(agent.WarmParam) == "1" {
+		if err := favorDynmods(); err != nil {
+			logrus.WithError(err).Warn("remounting cgroup2 with favordynmods")
+		}
 		a.warm()
 	}
 	logrus.Debugf("hull-agent serving, %s after the kernel started", uptime())

@@ -40,7 +40,7 @@ var podNamespaces = map[specs.LinuxNamespaceType]string{
 // gets a cgroup namespace of its own, as runtimes give it on a cgroup v2
 // host (the guest is v2 only): one in the guest's initial namespace that
 // mounts cgroup2, as runc's default mounts do, resets the options of the
-// guest's whole hierarchy (favordynmods, see boot.go).
+// guest's whole hierarchy (a pool VM's favordynmods, see boot.go).
 func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (_ *specs.Spec, netSysctls map[string]string, err error) {
 	var s specs.Spec
 	if err := json.Unmarshal(raw, &s); err != nil {

@@ -6,4 +6,5 @@ package agent
 // the first container a guest creates pays for paging in, and under TCG
 // translating, everything on the way (the kernel's namespace, mount and
 // cgroup code, runc init's Go runtime); a warmed VM's claimer does not.
+// The agent also remounts the cgroup hierarchy with favordynmods then.
 const WarmParam = "hull.warm"
