@@ -44,7 +44,7 @@ image-9p: build ## build a guest image that mounts virtio-9p (generic kernel) in
 kernel-deps: ## install what building the tuned kernel needs: linux-source, compiler, bison, flex... (root)
 	scripts/install-kernel-deps.sh
 
-kernel: build kernel-deps ## build the tuned guest kernel from linux-source into the kernel cache (10-15 min on 2 cores; cached)
+kernel: build kernel-deps ## build the tuned guest kernel from linux-source into the kernel cache (5-15 min on 2 cores; cached)
 	$(BIN)/hull image kernel
 
 image-tuned: kernel ## build a guest image that boots the tuned kernel into $(IMAGE_TUNED_DIR)

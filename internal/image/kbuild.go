@@ -409,7 +409,7 @@ func (b *kernelBuild) run(ctx context.Context, want kconfig, key, dir string) (*
 	b.note("all %d options of the fragment are in the final .config", len(want))
 
 	start := time.Now()
-	b.note("compiling with make -j%d at nice 19 (10-15 minutes on 2 CPUs)...", b.o.Jobs)
+	b.note("compiling with make -j%d at nice 19 (5-15 minutes on 2 CPUs)...", b.o.Jobs)
 	if err := b.compile(ctx); err != nil {
 		return nil, b.failed("compiling the kernel", err)
 	}
