@@ -33,8 +33,11 @@ var baseMounts = []mountPoint{
 	{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
 	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
 	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	{"cgroup2", "/sys/fs/cgroup", "cgroup2", cgroupFlags, ""},
 }
+
+// cgroupFlags are the cgroup2 mount's flags, which a remount restates.
+const cgroupFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 
 // Boot prepares a freshly started guest for containers. It must run first
 // thing in PID 1.
@@ -142,7 +145,7 @@ func loadModule(path string) error {
 // waits for one grace period, ~24 ms of a TCG boot: worth it in a pool's
 // VM, which boots ahead of need, not in a VM booted for one container.
 func favorDynmods() error {
-	return unix.Mount("", "/sys/fs/cgroup", "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "favordynmods")
+	return unix.Mount("", "/sys/fs/cgroup", "", unix.MS_REMOUNT|cgroupFlags, "favordynmods")
 }
 
 // enableControllers delegates every available cgroup v2 controller to
