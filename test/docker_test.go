@@ -408,7 +408,13 @@ func TestDocker(t *testing.T) {
 		in.Close()
 		// Typed before the VM is up: the terminal keeps it for sh. The
 		// arithmetic shows that a shell ran it, not the terminal's echo.
-		if _, err := w.Write([]byte("echo hi $((6*7)); tty; stty size; exit 7\n")); err != nil {
+		// docker 20.10 sets the container's terminal size only after
+		// ContainerStart returns (API 1.41 has no HostConfig.ConsoleSize),
+		// so the shell may run before the size arrives, with any runtime:
+		// it polls for up to 10 s, and "30 100" shows the resize arrived.
+		const line = "echo hi $((6*7)); tty; i=0; until stty size 2>/dev/null; do " +
+			"i=$((i+1)); [ $i -ge 100 ] && break; sleep 0.1; done; exit 7\n"
+		if _, err := w.Write([]byte(line)); err != nil {
 			t.Fatal(err)
 		}
 		err = cmd.Wait()
