@@ -66,20 +66,13 @@ func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, c.timeout)
 }
 
-// WaitReady blocks until the agent answers a health check. The request is
-// queued in the channel while the guest boots and answered as soon as the
-// agent serves, so there is no polling; ctx carries the boot deadline.
+// WaitReady blocks until the agent answers, and checks that it speaks this
+// host's API. The Version request is queued in the channel while the guest
+// boots and answered as soon as the agent serves, so there is no polling;
+// ctx carries the boot deadline. An answer is the health check: a separate
+// Check call cost a round trip through the guest.
 func (c *Client) WaitReady(ctx context.Context) (*agent.VersionResponse, error) {
-	r, err := c.ctl.Check(ctx, &agent.CheckRequest{})
-	if err != nil {
-		return nil, fromRPC(err)
-	}
-	if r.Status != agent.CheckResponse_SERVING {
-		return nil, fmt.Errorf("agent not serving: %v", r.Status)
-	}
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	v, err := c.ctl.Version(cctx, &agent.VersionRequest{})
+	v, err := c.ctl.Version(ctx, &agent.VersionRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("agent version: %w", fromRPC(err))
 	}
