@@ -19,7 +19,8 @@ var imageKernelCommand = &cli.Command{
 not make it into the final .config, and compiles it at nice 19 (10 to 15
 minutes on 2 CPUs). The result is cached by the digests of the source and
 the fragment: a second run with the same ones does nothing. 'hull image
-build --kernel tuned' then builds an image that boots it.
+build --kernel tuned' then builds an image that boots it. Each run trims
+the cache to --keep kernels, removing the least recently used.
 Needs scripts/install-kernel-deps.sh (make kernel-deps).`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "source", Usage: "kernel source tarball (default: the newest " + image.DefaultSourceDir + "/linux-source-*.tar.*)"},
@@ -27,13 +28,18 @@ Needs scripts/install-kernel-deps.sh (make kernel-deps).`,
 		&cli.StringFlag{Name: "cache", Value: image.DefaultKernelCache, Usage: "kernel cache directory"},
 		&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, DefaultText: "one per CPU", Usage: "parallel compile jobs"},
 		&cli.BoolFlag{Name: "force", Usage: "rebuild even if the cache has this kernel"},
+		&cli.IntFlag{Name: "keep", Value: image.DefaultKernelCacheKeep, Usage: "kernels the cache keeps: this one and the most recently used others (built, or used by 'hull image build'); 0 keeps all"},
 	},
 	Action: func(c *cli.Context) error {
+		if c.Int("keep") < 0 {
+			return fmt.Errorf("--keep %d: must be 0 (keep all) or more", c.Int("keep"))
+		}
 		o := image.KernelBuildOptions{
 			Source:   c.String("source"),
 			CacheDir: c.String("cache"),
 			Jobs:     c.Int("jobs"),
 			Force:    c.Bool("force"),
+			Keep:     c.Int("keep"),
 			Progress: os.Stderr,
 		}
 		if f := c.String("fragment"); f != "" {

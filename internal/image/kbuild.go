@@ -101,6 +101,9 @@ type KernelBuildOptions struct {
 	CacheDir string // default DefaultKernelCache
 	Jobs     int    // make -j; 0 means one per CPU
 	Force    bool   // rebuild even when the cache has this kernel
+	// Keep is how many kernels the cache keeps, this one and the most
+	// recently used others (kcache.go); 0 keeps all.
+	Keep int
 	// Progress receives progress lines; may be nil.
 	Progress io.Writer
 	// ProgressEvery is how often a line reports the compile's progress;
@@ -244,6 +247,7 @@ func FindKernel(o KernelBuildOptions) (*Kernel, error) {
 			err: ErrKernelNotBuilt,
 		}
 	}
+	markUsed(k.Dir)
 	return k, nil
 }
 
@@ -314,6 +318,7 @@ func BuildKernel(ctx context.Context, o KernelBuildOptions) (*Kernel, error) {
 	if !o.Force {
 		if k, err := loadKernel(dir); err == nil {
 			note("tuned kernel %s is up to date in %s", k.Release, dir)
+			o.prune(k, note)
 			return k, nil
 		}
 	}
@@ -339,7 +344,23 @@ func BuildKernel(ctx context.Context, o KernelBuildOptions) (*Kernel, error) {
 	if err == nil || !b.keepLog {
 		os.Remove(b.log)
 	}
+	if err == nil {
+		o.prune(k, note)
+	}
 	return k, err
+}
+
+// prune marks k used and trims the cache to o.Keep kernels; what it
+// cannot remove is reported, not an error of the build.
+func (o *KernelBuildOptions) prune(k *Kernel, note func(string, ...any)) {
+	markUsed(k.Dir)
+	removed, err := pruneKernels(o.CacheDir, o.Keep, k.Dir)
+	for _, r := range removed {
+		note("removed an older cached kernel: %s (%s, fragment %.12s)", r.Dir, r.Release, r.Fragment)
+	}
+	if err != nil {
+		note("pruning the kernel cache: %v", err)
+	}
 }
 
 func (o *KernelBuildOptions) sourceOrDefault() string {
