@@ -16,7 +16,7 @@ var imageKernelCommand = &cli.Command{
 	Usage: "build the tuned guest kernel (everything built in, no modules) from Debian's linux-source into the kernel cache",
 	Description: `Configures the kernel source with tinyconfig plus hull's fragment
 (internal/image/kernel/hull.config), fails if an option of the fragment did
-not make it into the final .config, and compiles it at nice 19 (10 to 15
+not make it into the final .config, and compiles it at nice 19 (5 to 15
 minutes on 2 CPUs). The result is cached by the digests of the source and
 the fragment: a second run with the same ones does nothing. 'hull image
 build --kernel tuned' then builds an image that boots it. Each run trims

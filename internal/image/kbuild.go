@@ -286,7 +286,7 @@ func loadKernel(dir string) (*Kernel, error) {
 // tinyconfig plus o.Fragment, or returns the cached one built from the
 // same source and fragment. It fails, naming them, when options of the
 // fragment did not make it into the final configuration. A build takes
-// 10 to 15 minutes on 2 CPUs; make runs at the lowest CPU priority.
+// 5 to 15 minutes on 2 CPUs; make runs at the lowest CPU priority.
 func BuildKernel(ctx context.Context, o KernelBuildOptions) (*Kernel, error) {
 	o.defaults()
 	note := func(format string, args ...any) {
