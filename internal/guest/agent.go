@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -95,7 +95,7 @@ func (a *Agent) CreateSandbox(ctx context.Context, r *agent.CreateSandboxRequest
 		if m == nil {
 			m = a.mounted(s.MountPoint)
 		}
-		if m != nil && !sameStorage(m, s) {
+		if m != nil && !proto.Equal(m, s) {
 			return nil, status.Errorf(codes.InvalidArgument, "%s already holds %s %s", s.MountPoint, m.Fstype, m.Source)
 		}
 		asked[s.MountPoint] = s
@@ -171,10 +171,6 @@ func (a *Agent) mounted(mountPoint string) *agent.Storage {
 		}
 	}
 	return nil
-}
-
-func sameStorage(a, b *agent.Storage) bool {
-	return a.Source == b.Source && a.Fstype == b.Fstype && a.Driver == b.Driver && slices.Equal(a.Options, b.Options)
 }
 
 // DestroySandbox readies the guest for the VMM to stop it: the host calls
