@@ -36,6 +36,7 @@ var poolCommand = &cli.Command{
 	Flags: []cli.Flag{
 		&cli.IntFlag{Name: "size", Value: 2, Usage: "number of ready VMs to keep"},
 		&cli.DurationFlag{Name: "refill-delay", Value: time.Second, Usage: "how long claims must have quietened before a replacement boots"},
+		&cli.BoolFlag{Name: "template", Usage: "boot one VM, save it as a template, and start the pool's VMs as its clones, which share its unwritten memory (opt-in: see docs/design/017-vm-template.md; needs virtio-9p)"},
 	},
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 0 {
@@ -68,12 +69,28 @@ var poolCommand = &cli.Command{
 		defer os.Remove(dir) // once empty
 		// Only now, with the socket ours: VMs a crashed pool left behind.
 		removePoolLeftovers(dir)
+		tm := &templateMaker{cfg: cfg, dir: sandbox.TemplateDir(cfg.Runtime.Root)}
+		tm.remove()
+		boot := func(ctx context.Context) (*pool.VM, error) { return bootPoolVM(ctx, cfg, dir) }
+		if c.Bool("template") {
+			if err := sandbox.CanTemplate(cfg); err != nil {
+				return fmt.Errorf("--template: %w", err)
+			}
+			defer tm.remove()
+			boot = func(ctx context.Context) (*pool.VM, error) {
+				t, err := tm.template(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return bootPoolVM(ctx, cfg, dir, sandbox.FromTemplate(t))
+			}
+		}
 		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		k := &pool.Keeper{
 			Size:        size,
 			Key:         sandbox.PoolKey(cfg),
-			Boot:        func(ctx context.Context) (*pool.VM, error) { return bootPoolVM(ctx, cfg, dir) },
+			Boot:        boot,
 			Destroy:     destroyPoolVM,
 			Log:         os.Stderr,
 			RefillDelay: refillDelay,
@@ -85,13 +102,13 @@ var poolCommand = &cli.Command{
 	},
 }
 
-func bootPoolVM(ctx context.Context, cfg *config.Config, dir string) (*pool.VM, error) {
+func bootPoolVM(ctx context.Context, cfg *config.Config, dir string, opts ...sandbox.Opt) (*pool.VM, error) {
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
 	id := "pool-" + hex.EncodeToString(b[:])
-	sb, err := sandbox.Create(ctx, cfg, id, filepath.Join(dir, id), sandbox.ForPool())
+	sb, err := sandbox.Create(ctx, cfg, id, filepath.Join(dir, id), append(opts, sandbox.ForPool())...)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agent "github.com/hullrt/hull/api/agent/v1"
 	"github.com/hullrt/hull/internal/channel"
@@ -80,6 +81,15 @@ func (c *Client) WaitReady(ctx context.Context) (*agent.VersionResponse, error) 
 		return nil, fmt.Errorf("agent speaks API version %d, need %d: rebuild the guest image", v.ApiVersion, agent.APIVersion)
 	}
 	return v, nil
+}
+
+// Restored tells the agent of a VM started from a template the time and
+// fresh entropy; warm has it warm the container path up before it answers.
+func (c *Client) Restored(ctx context.Context, now time.Time, entropy []byte, warm bool) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	_, err := c.ctl.Restored(ctx, &agent.RestoredRequest{Time: timestamppb.New(now), Entropy: entropy, Warm: warm})
+	return fromRPC(err)
 }
 
 func (c *Client) CreateSandbox(ctx context.Context, r *agent.CreateSandboxRequest) error {

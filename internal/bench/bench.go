@@ -38,6 +38,10 @@ const startOutput = "started\n"
 // Known lists the runtimes bench can measure, in its default order.
 var Known = []string{"hull", "hull-pooled", "runc", "crun", "runsc"}
 
+// Extra lists the runtimes bench measures only when asked: hull-template
+// is hull-pooled with `hull pool --template`, which needs virtio-9p.
+var Extra = []string{"hull-template"}
+
 // Baseline is the runtime the others' medians are divided by.
 const Baseline = "runc"
 
@@ -64,6 +68,8 @@ type Runtime struct {
 	// Hull runs record their phases (monitor.PhaseLogEnv); Pooled ones
 	// claim their VM from a `hull pool` that bench runs beside them.
 	Hull, Pooled bool
+	// PoolFlags are the `hull pool` flags of a pooled runtime.
+	PoolFlags []string
 }
 
 // Find returns the runtime called name, keeping its state under root.
@@ -73,12 +79,15 @@ func Find(name, root string, hull []string) (Runtime, error) {
 	rt := Runtime{Name: name}
 	var flags []string
 	switch name {
-	case "hull", "hull-pooled":
+	case "hull", "hull-pooled", "hull-template":
 		if len(hull) == 0 {
 			return rt, errors.New("no hull binary given")
 		}
 		rt.Argv = append(slices.Clone(hull), "--root", root)
-		rt.Hull, rt.Pooled = true, name == "hull-pooled"
+		rt.Hull, rt.Pooled = true, name != "hull"
+		if name == "hull-template" {
+			rt.PoolFlags = []string{"--template"}
+		}
 		return rt, nil
 	case "runc":
 	case "crun":
@@ -87,7 +96,7 @@ func Find(name, root string, hull []string) (Runtime, error) {
 		rt.Optional = true
 		flags = []string{"--platform=systrap", "--network=none"}
 	default:
-		return rt, fmt.Errorf("unknown runtime %q (known: %s)", name, strings.Join(Known, ", "))
+		return rt, fmt.Errorf("unknown runtime %q (known: %s)", name, strings.Join(slices.Concat(Known, Extra), ", "))
 	}
 	path, err := exec.LookPath(name)
 	if err != nil {

@@ -198,6 +198,13 @@ func TestFind(t *testing.T) {
 	if len(hull) != 3 {
 		t.Errorf("Find changed the hull command line it was given: %v", hull)
 	}
+	rt, err = Find("hull-template", "/r", hull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rt.Hull || !rt.Pooled || strings.Join(rt.PoolFlags, " ") != "--template" {
+		t.Errorf("Find(hull-template) = %+v", rt)
+	}
 	// A runsc that needs a dynamic loader cannot start its sandbox.
 	if _, err := os.Stat("/bin/true"); err == nil && dynamic("/bin/true") {
 		if err := os.Remove(filepath.Join(bin, "runsc")); err != nil {

@@ -30,7 +30,7 @@ func startKeeper(ctx context.Context, rt Runtime, dir string, progress io.Writer
 		return nil, err
 	}
 	defer f.Close()
-	k.cmd = exec.Command(rt.Argv[0], slices.Concat(rt.Argv[1:], []string{"pool", "--size", "1"})...)
+	k.cmd = exec.Command(rt.Argv[0], slices.Concat(rt.Argv[1:], []string{"pool", "--size", "1"}, rt.PoolFlags)...)
 	k.cmd.Stdout, k.cmd.Stderr = f, f
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := k.cmd.Start(); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -59,38 +58,31 @@ func serveSerial(ctx context.Context, srv *ttrpc.Server, dev string) error {
 	sigio := make(chan os.Signal, 1)
 	signal.Notify(sigio, unix.SIGIO)
 	defer signal.Stop(sigio)
-	var port *os.File // open already, by waitHost
 	for ctx.Err() == nil {
-		var l net.Listener
-		var err error
-		if port != nil {
-			l, err = channel.ServeSerialFile(port)
-		} else {
-			l, err = channel.ServeSerial(dev)
+		port := waitHost(ctx, dev, sigio)
+		if port == nil {
+			continue
 		}
+		l, err := channel.ServeSerialFile(port)
 		if err != nil {
 			return err
 		}
-		start := time.Now()
 		err = srv.Serve(ctx, l)
 		l.Close()
-		port = nil
 		logrus.WithError(err).Debug("host channel closed")
-		// A port without a host connection reads EOF at once: wait for
-		// the host to come back (a VM in a pool waits for its claimer).
-		if time.Since(start) < 50*time.Millisecond {
-			port = waitHost(ctx, dev, sigio)
-		}
 	}
 	return ctx.Err()
 }
 
 // waitHost opens the virtio-serial port dev and returns it once a host is
-// connected, or after a second at most; nil if it cannot. The console
-// driver signals SIGIO to the owner of an O_ASYNC port when the host end
-// opens; poll cannot wait for it, as it reports POLLHUP for as long as no
-// host is there. The port stays open for the next session: closing it
-// would discard what the host has sent meanwhile.
+// connected (a VM in a pool waits for its claimer); nil if it cannot open
+// it, or ctx ends. A session never starts on a port without a host: it
+// would read EOF at once, and closing the port then would discard what a
+// host connecting meanwhile had sent. The console driver signals SIGIO to
+// the owner of an O_ASYNC port when the host end opens; poll cannot wait
+// for it, as it reports POLLHUP for as long as no host is there, but it
+// tells whether one is, which is checked again every second in case a
+// signal was missed.
 func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) *os.File {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
@@ -111,21 +103,23 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) *os.File 
 		return nil
 	}
 	defer func() { _, _ = unix.FcntlInt(fd, unix.F_SETFL, flags) }() // no signals for data
-	select {
-	case <-sigio: // from before this wait
-	default:
+	for {
+		select {
+		case <-sigio: // from before this check
+		default:
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}
+		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&unix.POLLHUP == 0 {
+			return f
+		}
+		select {
+		case <-sigio:
+		case <-ctx.Done():
+			f.Close()
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
-	// The host may have come back before O_ASYNC was set.
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}
-	if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&unix.POLLHUP == 0 {
-		return f
-	}
-	select {
-	case <-sigio:
-	case <-ctx.Done():
-	case <-time.After(time.Second):
-	}
-	return f
 }
 
 // logLevelFromCmdline reads hull.log=LEVEL from the kernel command line.

@@ -109,6 +109,19 @@ type VM struct {
 	// Nice lowers the VMM's CPU priority (a pool's VMs boot behind the
 	// work of claimed ones); Renice restores it.
 	Nice int
+	// Template, when set, keeps the guest's RAM in a file: the VM boots to
+	// become a template, or starts as a clone of one (docs/design/017).
+	Template *Template
+}
+
+// Template is a VM saved for others to start from: its RAM, a file on a
+// tmpfs, and its device state.
+type Template struct {
+	RAM, State string
+	// Clone starts the VM from the template instead of booting it: RAM is
+	// mapped copy-on-write, so clones share the pages none of them wrote,
+	// and the device state is loaded from State.
+	Clone bool
 }
 
 // Size is how many vCPUs and how much memory a VM has.

@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/hullrt/hull/internal/config"
 	"github.com/hullrt/hull/internal/hypervisor"
+	"github.com/hullrt/hull/internal/hypervisor/qemu"
 	"github.com/hullrt/hull/internal/network"
 	"github.com/hullrt/hull/internal/pool"
 )
@@ -70,8 +72,28 @@ func (s *Sandbox) Release() (*pool.VM, error) {
 	if s.fsd != nil {
 		vm.VirtiofsdPid = s.fsd.Pid()
 	}
-	s.closeAgent()
+	if err := s.hangUpAgent(); err != nil {
+		return nil, err
+	}
 	return vm, q.Release()
+}
+
+// hangUpAgent closes the agent session and, on virtio-serial, waits until
+// the agent waits for its next host: a claimer that connected sooner
+// could have its first bytes read, and dropped, by the session that
+// ended (what a template saves must not have that session either).
+func (s *Sandbox) hangUpAgent() error {
+	q, ok := s.vm.(*qemu.QEMU)
+	if ch, _ := Channel(s.cfg); !ok || ch != hypervisor.ChannelSerial {
+		s.closeAgent()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := q.HangUpAgent(ctx, s.closeAgent); err != nil {
+		return fmt.Errorf("waiting for the agent to let go of its session: %w", err)
+	}
+	return nil
 }
 
 // claimVM takes a ready VM from the runtime root's pool, when one serves

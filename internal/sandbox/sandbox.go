@@ -58,8 +58,11 @@ type Sandbox struct {
 	// forPool is set for a pool's VM; claimed, for a VM taken from a pool.
 	forPool bool
 	claimed *pool.VM
-	net     *network.Network
-	sess    *channel.Session
+	// template is set for a pool's VM that becomes a template or starts
+	// as a clone of one (template.go).
+	template *hypervisor.Template
+	net      *network.Network
+	sess     *channel.Session
 	// Agent is the client of the guest agent, set once the guest is up.
 	Agent *agentclient.Client
 	// Guest is what the agent said of itself.
@@ -123,6 +126,7 @@ func Create(ctx context.Context, cfg *config.Config, id, dir string, opts ...Opt
 		{"network", s.setupNetwork},
 		{"vmm", s.startVM},
 		{"agent-ready", s.waitAgent},
+		{"restored", s.restored},
 		{"grow", s.growClaimed},
 		{"guest-network", s.configureGuestNetwork},
 		{"sandbox", s.createSandbox},
@@ -252,6 +256,7 @@ func (s *Sandbox) startVM(ctx context.Context) error {
 		MaxMemoryMiB:      top.MemoryMiB,
 		TBSizeMiB:         h.TCGTBSizeMiB,
 		FreePageReporting: h.FreePageReporting,
+		Template:          s.template,
 		Kernel:            h.Kernel,
 		Initrd:            h.Initrd,
 		KernelParams:      s.kernelParams(accel),
@@ -315,10 +320,10 @@ func (s *Sandbox) waitAgent(parent context.Context) error {
 		}
 	}()
 	err := s.connectAgent(ctx)
-	for s.claimed != nil && err != nil && ctx.Err() == nil {
+	for (s.claimed != nil || s.isClone()) && err != nil && ctx.Err() == nil {
 		// A pool's VM may still be reading the keeper's old session when
-		// the claimer's bytes arrive; the agent then reopens its port and
-		// the next try finds it.
+		// the claimer's bytes arrive, and a clone its template's; the
+		// agent then reopens its port and the next try finds it.
 		s.closeAgent()
 		err = s.connectAgent(ctx)
 	}
@@ -342,9 +347,10 @@ func (s *Sandbox) waitAgent(parent context.Context) error {
 }
 
 // connectAgent opens the agent channel and waits for the agent's answer;
-// for a VM claimed from a pool, which has booted already, a second at most.
+// for a VM claimed from a pool or started from a template, which has
+// booted already, a second at most per try.
 func (s *Sandbox) connectAgent(ctx context.Context) error {
-	if s.claimed != nil {
+	if s.claimed != nil || s.isClone() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Second)
 		defer cancel()
@@ -405,6 +411,10 @@ func (s *Sandbox) consoleTail() string {
 // there. A pool's VM only mounts the share, its claimer creates the
 // sandbox: the mount (~6 ms under TCG) is no longer part of the claim.
 func (s *Sandbox) createSandbox(ctx context.Context) error {
+	if s.template != nil && !s.template.Clone {
+		// A template's share stays unmounted: each clone mounts its own.
+		return nil
+	}
 	fs := &agent.Storage{Source: storage.Tag, MountPoint: storage.GuestSharedDir}
 	switch hypervisor.SharedFSKind(s.cfg.Storage.SharedFS) {
 	case hypervisor.Virtio9P:

@@ -36,6 +36,7 @@ type AgentService interface {
 	ListInterfaces(context.Context, *ListInterfacesRequest) (*Interfaces, error)
 	ListRoutes(context.Context, *ListRoutesRequest) (*Routes, error)
 	OnlineCPUMem(context.Context, *OnlineCPUMemRequest) (*OnlineCPUMemResponse, error)
+	Restored(context.Context, *RestoredRequest) (*emptypb.Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -229,6 +230,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.OnlineCPUMem(ctx, &req)
+			},
+			"Restored": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req RestoredRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Restored(ctx, &req)
 			},
 		},
 	})
@@ -455,6 +463,14 @@ func (c *agentClient) ListRoutes(ctx context.Context, req *ListRoutesRequest) (*
 func (c *agentClient) OnlineCPUMem(ctx context.Context, req *OnlineCPUMemRequest) (*OnlineCPUMemResponse, error) {
 	var resp OnlineCPUMemResponse
 	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "OnlineCPUMem", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Restored(ctx context.Context, req *RestoredRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "Restored", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -41,6 +41,12 @@ func New(binary, machine string, vm hypervisor.VM) *QEMU {
 	return &QEMU{vm: vm, binary: binary, machine: machine, done: make(chan struct{})}
 }
 
+// The ids of the agent's virtio-serial port and of its chardev.
+const (
+	agentPort    = "agentport"
+	agentChardev = "agent"
+)
+
 // Microvm is QEMU's minimal machine: no PCI, no firmware tables to speak
 // of, virtio devices on MMIO; it boots sooner than q35, and has no
 // hot-plug.
@@ -94,8 +100,9 @@ func (q *QEMU) Args() []string {
 			needsSharedMem = true
 		}
 	}
-	if needsSharedMem {
-		// vhost-user devices need guest RAM the daemon can map.
+	if needsSharedMem || vm.Template != nil {
+		// vhost-user devices need guest RAM the daemon can map; a template
+		// keeps its RAM in a file for clones to map.
 		machine += ",memory-backend=mem"
 	}
 	args := []string{
@@ -120,7 +127,17 @@ func (q *QEMU) Args() []string {
 	if vm.Firmware != "" {
 		args = append(args, "-bios", vm.Firmware)
 	}
-	if needsSharedMem {
+	switch {
+	case vm.Template != nil:
+		// A template writes its RAM through to the file; a clone's writes
+		// stay its own (copy on write).
+		share := "on"
+		if vm.Template.Clone {
+			share = "off"
+			args = append(args, "-incoming", "defer")
+		}
+		args = append(args, "-object", "memory-backend-file,id=mem,size="+mem+",mem-path="+vm.Template.RAM+",share="+share)
+	case needsSharedMem:
 		args = append(args, "-object", "memory-backend-memfd,id=mem,size="+mem+",share=on")
 	}
 	switch vm.Channel {
@@ -129,8 +146,8 @@ func (q *QEMU) Args() []string {
 	default:
 		args = append(args,
 			"-device", q.device("virtio-serial")+",id=serial0",
-			"-chardev", "socket,id=agent,path="+vm.ChannelSocket+",server=on,wait=off",
-			"-device", "virtserialport,chardev=agent,name=agent.channel.0",
+			"-chardev", "socket,id="+agentChardev+",path="+vm.ChannelSocket+",server=on,wait=off",
+			"-device", "virtserialport,id="+agentPort+",chardev="+agentChardev+",name=agent.channel.0",
 		)
 	}
 	for i, fs := range vm.SharedFS {
@@ -219,6 +236,12 @@ func (q *QEMU) Start(ctx context.Context) error {
 		}
 		_ = q.kill()
 		return err
+	}
+	if t := q.vm.Template; t != nil && t.Clone {
+		if err := q.restore(qctx); err != nil {
+			_ = q.kill()
+			return err
+		}
 	}
 	return nil
 }

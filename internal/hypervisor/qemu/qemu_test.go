@@ -51,7 +51,7 @@ func TestArgs(t *testing.T) {
 				{"-machine", "q35,accel=tcg"}, {"-cpu", "max"}, {"-smp", "2"}, {"-m", "256M"},
 				{"-append", "console=ttyS0 quiet"},
 				{"-chardev", "socket,id=agent,path=/run/hull/c1/agent.sock,server=on,wait=off"},
-				{"-device", "virtserialport,chardev=agent,name=agent.channel.0"},
+				{"-device", "virtserialport,id=agentport,chardev=agent,name=agent.channel.0"},
 				{"-qmp", "unix:/run/hull/c1/qmp.sock"},
 				{"-chardev", "file,id=console,path=/run/hull/c1/console.log"},
 			},
@@ -108,6 +108,30 @@ func TestArgs(t *testing.T) {
 			},
 			want:  [][2]string{{"-fsdev", "local,id=fs0,path=/run/hull/c1/shared,security_model=passthrough"}, {"-device", "virtio-9p-pci,fsdev=fs0,mount_tag=hullfs"}},
 			avoid: [][2]string{{"-object", "memory-backend"}},
+		},
+		{
+			name: "template",
+			vm: func(v *hypervisor.VM) {
+				v.SharedFS = []hypervisor.SharedFS{{Kind: hypervisor.Virtio9P, Tag: "hullfs", Source: "/run/hull/c1/shared"}}
+				v.Template = &hypervisor.Template{RAM: "/run/hull/t/ram", State: "/run/hull/t/state"}
+			},
+			want: [][2]string{
+				{"-machine", "memory-backend=mem"},
+				{"-object", "memory-backend-file,id=mem,size=256M,mem-path=/run/hull/t/ram,share=on"},
+			},
+			avoid: [][2]string{{"-incoming", ""}, {"-object", "memory-backend-memfd"}},
+		},
+		{
+			name: "clone of a template",
+			vm: func(v *hypervisor.VM) {
+				v.Template = &hypervisor.Template{RAM: "/run/hull/t/ram", State: "/run/hull/t/state", Clone: true}
+			},
+			want: [][2]string{
+				{"-machine", "memory-backend=mem"},
+				// Copy on write: a clone never writes the template's pages.
+				{"-object", "memory-backend-file,id=mem,size=256M,mem-path=/run/hull/t/ram,share=off"},
+				{"-incoming", "defer"},
+			},
 		},
 		{
 			name: "two nics on inherited taps",

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // qmp is a minimal client of the QEMU Machine Protocol: one command at a
@@ -25,7 +28,8 @@ type qmpResponse struct {
 		Class string `json:"class"`
 		Desc  string `json:"desc"`
 	} `json:"error"`
-	Event string `json:"event"`
+	Event string          `json:"event"`
+	Data  json.RawMessage `json:"data"`
 	QMP   *struct {
 		Version struct {
 			QEMU struct{ Major, Minor, Micro int } `json:"qemu"`
@@ -98,6 +102,11 @@ func (q *qmp) execute(ctx context.Context, cmd string, args any) (json.RawMessag
 	if _, err := q.conn.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 	}
+	return q.reply(cmd)
+}
+
+// reply reads up to the answer to cmd, dropping events.
+func (q *qmp) reply(cmd string) (json.RawMessage, error) {
 	for {
 		resp, err := q.read()
 		if err != nil {
@@ -111,6 +120,51 @@ func (q *qmp) execute(ctx context.Context, cmd string, args any) (json.RawMessag
 		}
 		return resp.Return, nil
 	}
+}
+
+// waitEvent reads QEMU's messages until an event called name whose data
+// match accepts arrives. Only events sent after the last command's answer
+// can be seen: execute drops those that come before it.
+func (q *qmp) waitEvent(ctx context.Context, name string, match func(json.RawMessage) bool) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = q.conn.SetDeadline(dl)
+		defer q.conn.SetDeadline(time.Time{})
+	}
+	for {
+		resp, err := q.read()
+		if err != nil {
+			return fmt.Errorf("qmp: waiting for %s: %w", name, err)
+		}
+		if resp.Event == name && match(resp.Data) {
+			return nil
+		}
+	}
+}
+
+// sendFD hands QEMU a file descriptor under name (QMP getfd), for
+// commands that take "fd:name".
+func (q *qmp) sendFD(ctx context.Context, name string, f *os.File) error {
+	uc, ok := q.conn.(*net.UnixConn)
+	if !ok {
+		return errors.New("qmp: passing a file needs a unix socket")
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = q.conn.SetDeadline(dl)
+		defer q.conn.SetDeadline(time.Time{})
+	}
+	b, err := json.Marshal(map[string]any{"execute": "getfd", "arguments": map[string]string{"fdname": name}})
+	if err != nil {
+		return err
+	}
+	if _, _, err := uc.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(f.Fd())), nil); err != nil {
+		return fmt.Errorf("qmp getfd: %w", err)
+	}
+	_, err = q.reply("getfd")
+	return err
 }
 
 func (q *qmp) close() error { return q.conn.Close() }
