@@ -12,6 +12,19 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
+// ninePConfig is the configuration of a hull that boots the image in
+// imageDir and shares container filesystems over virtio-9p.
+func ninePConfig(imageDir string) string {
+	return `
+[hypervisor]
+kernel = "` + filepath.Join(imageDir, "vmlinuz") + `"
+initrd = "` + filepath.Join(imageDir, "initrd.img") + `"
+
+[storage]
+shared_fs = "virtio-9p"
+`
+}
+
 // virtio-9p as the shared filesystem: `hull image build --shared-fs
 // virtio-9p` picks the generic kernel (the cloud kernel has no 9p), and a
 // container booted from that image gets its rootfs and a read-write bind
@@ -26,14 +39,7 @@ func TestRunVirtio9P(t *testing.T) {
 	if imageDir == "" {
 		imageDir = t.TempDir()
 	}
-	h := newHull(t, e, `
-[hypervisor]
-kernel = "`+filepath.Join(imageDir, "vmlinuz")+`"
-initrd = "`+filepath.Join(imageDir, "initrd.img")+`"
-
-[storage]
-shared_fs = "virtio-9p"
-`)
+	h := newHull(t, e, ninePConfig(imageDir))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out, err := h.command(ctx, "image", "build", "--shared-fs", "virtio-9p", "--output", imageDir).CombinedOutput()

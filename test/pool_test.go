@@ -7,11 +7,42 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
+
+// startPool runs `hull pool` with args until stop is called (or the test
+// ends), its output in a file that poolLog reads.
+func startPool(t *testing.T, h *hullCmd, args ...string) (poolLog func() string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	keeper := h.command(ctx, append([]string{"pool"}, args...)...)
+	keeper.Cancel = func() error { return keeper.Process.Signal(os.Interrupt) }
+	logf, err := os.Create(filepath.Join(t.TempDir(), "pool.log"))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	keeper.Stdout, keeper.Stderr = logf, logf
+	if err := keeper.Start(); err != nil {
+		cancel()
+		logf.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			_ = keeper.Wait()
+			logf.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return func() string { return readFile(t, logf.Name()) }, stop
+}
 
 // `hull pool` keeps a VM booted; `hull run` claims it instead of booting
 // one, grows it to the container's limits, and the pool boots a
@@ -20,29 +51,8 @@ func TestPoolClaim(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
 	h := newHull(t, e, "")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	keeper := h.command(ctx, "pool", "--size", "1")
-	keeper.Cancel = func() error { return keeper.Process.Signal(os.Interrupt) }
-	logf, err := os.Create(filepath.Join(t.TempDir(), "pool.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	keeper.Stdout, keeper.Stderr = logf, logf
-	if err := keeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			_ = keeper.Wait()
-		}
-	}
+	poolLog, stop := startPool(t, h, "--size", "1")
 	defer stop()
-	poolLog := func() string { return readFile(t, logf.Name()) }
 	waitFor(t, "pool vm ready", 2*time.Minute, func() bool { return strings.Contains(poolLog(), "ready in") })
 
 	limit, quota, period := int64(256<<20), int64(100000), uint64(100000)

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,37 +23,20 @@ func TestPoolTemplate(t *testing.T) {
 		t.Skip("HULL_TEST_IMAGE_9P_DIR not set: templates need an image with 9p (make image-9p)")
 	}
 	t.Parallel()
-	h := newHull(t, e, `
-[hypervisor]
-kernel = "`+filepath.Join(imageDir, "vmlinuz")+`"
-initrd = "`+filepath.Join(imageDir, "initrd.img")+`"
-
-[storage]
-shared_fs = "virtio-9p"
-`)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	keeper := h.command(ctx, "pool", "--size", "1", "--template")
-	keeper.Cancel = func() error { return keeper.Process.Signal(os.Interrupt) }
-	logf, err := os.Create(filepath.Join(t.TempDir(), "pool.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	keeper.Stdout, keeper.Stderr = logf, logf
-	if err := keeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			_ = keeper.Wait()
+	// A copy: TestRunVirtio9P rebuilds the image in imageDir meanwhile,
+	// and a pool's VMs only serve claimers of the same image files.
+	own := t.TempDir()
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		b, err := os.ReadFile(filepath.Join(imageDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(own, f), b, 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
-	defer stop()
-	poolLog := func() string { return readFile(t, logf.Name()) }
+	h := newHull(t, e, ninePConfig(own))
+	poolLog, stop := startPool(t, h, "--size", "1", "--template")
 	tmpl := sandbox.TemplateDir(h.root)
 
 	b := makeBundle(t, []string{"sh", "-c", "date +%s; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo"}, nil)

@@ -72,29 +72,32 @@ func (s *Sandbox) Release() (*pool.VM, error) {
 	if s.fsd != nil {
 		vm.VirtiofsdPid = s.fsd.Pid()
 	}
-	if err := s.hangUpAgent(); err != nil {
-		return nil, err
-	}
+	s.hangUpAgent()
 	return vm, q.Release()
 }
 
 // hangUpAgent closes the agent session and, on virtio-serial, waits until
 // the agent waits for its next host: a claimer that connected sooner
 // could have its first bytes read, and dropped, by the session that
-// ended (what a template saves must not have that session either).
-func (s *Sandbox) hangUpAgent() error {
+// ended (what a template saves must not have that session either). The
+// wait is bounded: past it the VM is handed over all the same, and such a
+// claimer's agent-ready retries after a second.
+func (s *Sandbox) hangUpAgent() {
 	q, ok := s.vm.(*qemu.QEMU)
 	if ch, _ := Channel(s.cfg); !ok || ch != hypervisor.ChannelSerial {
 		s.closeAgent()
-		return nil
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangUpWait)
 	defer cancel()
 	if err := q.HangUpAgent(ctx, s.closeAgent); err != nil {
-		return fmt.Errorf("waiting for the agent to let go of its session: %w", err)
+		s.closeAgent() // if QMP failed before the hang-up
+		logrus.WithError(err).Warnf("vm %s: the agent did not reopen its port within %s", s.ID, hangUpWait)
 	}
-	return nil
 }
+
+// hangUpWait bounds hangUpAgent's wait.
+const hangUpWait = 5 * time.Second
 
 // claimVM takes a ready VM from the runtime root's pool, when one serves
 // and the sandbox needs nothing a pool VM lacks (network interfaces, for

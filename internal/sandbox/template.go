@@ -79,9 +79,7 @@ func (s *Sandbox) SaveTemplate(ctx context.Context) error {
 	if !ok || s.template == nil || s.template.Clone {
 		return errors.New("the sandbox was not booted as a template")
 	}
-	if err := s.hangUpAgent(); err != nil {
-		return err
-	}
+	s.hangUpAgent()
 	return q.SaveTemplate(ctx)
 }
 

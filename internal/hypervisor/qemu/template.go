@@ -72,28 +72,23 @@ func (q *QEMU) SaveTemplate(ctx context.Context) error {
 	if _, err := q.qmp.execute(ctx, "migrate", map[string]any{"uri": "fd:" + migrationFD}); err != nil {
 		return err
 	}
-	for {
-		var st struct {
-			Status    string `json:"status"`
-			ErrorDesc string `json:"error-desc"`
-		}
-		raw, err := q.qmp.execute(ctx, "query-migrate", nil)
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("decoding query-migrate: %w", err)
-		}
+	var st struct {
+		Status    string `json:"status"`
+		ErrorDesc string `json:"error-desc"`
+	}
+	err = q.pollUntil(ctx, "query-migrate", &st, func() (bool, error) {
 		switch st.Status {
 		case "completed":
-			return f.Sync()
+			return true, nil
 		case "failed", "cancelled":
-			return fmt.Errorf("saving the template: migration %s: %s", st.Status, st.ErrorDesc)
+			return true, fmt.Errorf("migration %s: %s", st.Status, st.ErrorDesc)
 		}
-		if err := sleep(ctx, 2*time.Millisecond); err != nil {
-			return fmt.Errorf("saving the template: %w", err)
-		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("saving the template: %w", err)
 	}
+	return f.Sync()
 }
 
 // restore loads a clone's device state from the template and runs it.
@@ -115,29 +110,44 @@ func (q *QEMU) restore(ctx context.Context) error {
 	}
 	// The template was saved stopped, so the clone stops after loading:
 	// "paused" says the state is in.
-	for {
-		var st struct {
-			Status string `json:"status"`
+	var st struct {
+		Status string `json:"status"`
+	}
+	err = q.pollUntil(ctx, "query-status", &st, func() (bool, error) {
+		switch st.Status {
+		case "inmigrate":
+			return false, nil
+		case "paused", "postmigrate", "running":
+			return true, nil
 		}
-		raw, err := q.qmp.execute(ctx, "query-status", nil)
+		return true, fmt.Errorf("vm is %s: %s", st.Status, q.lastLog())
+	})
+	if err != nil {
+		return fmt.Errorf("loading the template: %w", err)
+	}
+	if st.Status == "running" {
+		return nil
+	}
+	_, err = q.qmp.execute(ctx, "cont", nil)
+	return err
+}
+
+// pollUntil runs the QMP query cmd every 2 ms, decoding its answer into v,
+// until final says that answer is the last (or fails), or ctx ends.
+func (q *QEMU) pollUntil(ctx context.Context, cmd string, v any, final func() (bool, error)) error {
+	for {
+		raw, err := q.qmp.execute(ctx, cmd, nil)
 		if err != nil {
 			return err
 		}
-		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("decoding query-status: %w", err)
+		if err := json.Unmarshal(raw, v); err != nil {
+			return fmt.Errorf("decoding %s: %w", cmd, err)
 		}
-		switch st.Status {
-		case "paused", "postmigrate":
-			_, err := q.qmp.execute(ctx, "cont", nil)
+		if done, err := final(); done || err != nil {
 			return err
-		case "running":
-			return nil
-		case "inmigrate":
-		default:
-			return fmt.Errorf("loading the template: vm is %s: %s", st.Status, q.lastLog())
 		}
 		if err := sleep(ctx, 2*time.Millisecond); err != nil {
-			return fmt.Errorf("loading the template: %w", err)
+			return err
 		}
 	}
 }
