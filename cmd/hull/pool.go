@@ -57,6 +57,11 @@ var poolCommand = &cli.Command{
 		if cfg.Hypervisor.Machine == qemu.Microvm {
 			return errors.New(`hull pool needs VMs that can grow by hot-plug to the container that claims them: not hypervisor.machine = "microvm"`)
 		}
+		if c.Bool("template") {
+			if err := sandbox.CanTemplate(cfg); err != nil {
+				return fmt.Errorf("--template: %w", err)
+			}
+		}
 		dir := filepath.Join(cfg.Runtime.Root, "pool")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("creating pool directory: %w", err)
@@ -73,9 +78,6 @@ var poolCommand = &cli.Command{
 		tm.remove()
 		boot := func(ctx context.Context) (*pool.VM, error) { return bootPoolVM(ctx, cfg, dir) }
 		if c.Bool("template") {
-			if err := sandbox.CanTemplate(cfg); err != nil {
-				return fmt.Errorf("--template: %w", err)
-			}
 			defer tm.remove()
 			boot = func(ctx context.Context) (*pool.VM, error) {
 				t, err := tm.template(ctx)
