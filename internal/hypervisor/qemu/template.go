@@ -63,13 +63,7 @@ func (q *QEMU) SaveTemplate(ctx context.Context) error {
 	if _, err := q.qmp.execute(ctx, "stop", nil); err != nil {
 		return err
 	}
-	if _, err := q.qmp.execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
-		return err
-	}
-	if err := q.qmp.sendFD(ctx, migrationFD, f); err != nil {
-		return err
-	}
-	if _, err := q.qmp.execute(ctx, "migrate", map[string]any{"uri": "fd:" + migrationFD}); err != nil {
+	if err := q.migrateFD(ctx, "migrate", f); err != nil {
 		return err
 	}
 	var st struct {
@@ -99,13 +93,7 @@ func (q *QEMU) restore(ctx context.Context) error {
 		return fmt.Errorf("opening the template: %w", err)
 	}
 	defer f.Close()
-	if _, err := q.qmp.execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
-		return err
-	}
-	if err := q.qmp.sendFD(ctx, migrationFD, f); err != nil {
-		return err
-	}
-	if _, err := q.qmp.execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:" + migrationFD}); err != nil {
+	if err := q.migrateFD(ctx, "migrate-incoming", f); err != nil {
 		return err
 	}
 	// The template was saved stopped, so the clone stops after loading:
@@ -129,6 +117,19 @@ func (q *QEMU) restore(ctx context.Context) error {
 		return nil
 	}
 	_, err = q.qmp.execute(ctx, "cont", nil)
+	return err
+}
+
+// migrateFD starts cmd ("migrate" or "migrate-incoming") on f, with the
+// template's RAM left out of the stream.
+func (q *QEMU) migrateFD(ctx context.Context, cmd string, f *os.File) error {
+	if _, err := q.qmp.execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
+		return err
+	}
+	if err := q.qmp.sendFD(ctx, migrationFD, f); err != nil {
+		return err
+	}
+	_, err := q.qmp.execute(ctx, cmd, map[string]any{"uri": "fd:" + migrationFD})
 	return err
 }
 
