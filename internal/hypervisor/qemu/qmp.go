@@ -85,24 +85,41 @@ func (q *qmp) read() (*qmpResponse, error) {
 
 // execute runs one QMP command and returns its "return" value.
 func (q *qmp) execute(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = q.conn.SetDeadline(dl)
-		defer q.conn.SetDeadline(time.Time{})
+	defer q.take(ctx)()
+	b, err := request(cmd, args)
+	if err != nil {
+		return nil, err
 	}
+	if _, err := q.conn.Write(b); err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	return q.reply(cmd)
+}
+
+// take holds the connection for one exchange, which ctx's deadline bounds;
+// the function it returns lets go of it.
+func (q *qmp) take(ctx context.Context) func() {
+	q.mu.Lock()
+	dl, ok := ctx.Deadline()
+	if ok {
+		_ = q.conn.SetDeadline(dl)
+	}
+	return func() {
+		if ok {
+			_ = q.conn.SetDeadline(time.Time{})
+		}
+		q.mu.Unlock()
+	}
+}
+
+// request is the line that asks QEMU to run cmd with args (nil: none).
+func request(cmd string, args any) ([]byte, error) {
 	req := map[string]any{"execute": cmd}
 	if args != nil {
 		req["arguments"] = args
 	}
 	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := q.conn.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
-	}
-	return q.reply(cmd)
+	return append(b, '\n'), err
 }
 
 // reply reads up to the answer to cmd, dropping events.
@@ -126,12 +143,7 @@ func (q *qmp) reply(cmd string) (json.RawMessage, error) {
 // match accepts arrives. Only events sent after the last command's answer
 // can be seen: execute drops those that come before it.
 func (q *qmp) waitEvent(ctx context.Context, name string, match func(json.RawMessage) bool) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = q.conn.SetDeadline(dl)
-		defer q.conn.SetDeadline(time.Time{})
-	}
+	defer q.take(ctx)()
 	for {
 		resp, err := q.read()
 		if err != nil {
@@ -150,17 +162,12 @@ func (q *qmp) sendFD(ctx context.Context, name string, f *os.File) error {
 	if !ok {
 		return errors.New("qmp: passing a file needs a unix socket")
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = q.conn.SetDeadline(dl)
-		defer q.conn.SetDeadline(time.Time{})
-	}
-	b, err := json.Marshal(map[string]any{"execute": "getfd", "arguments": map[string]string{"fdname": name}})
+	defer q.take(ctx)()
+	b, err := request("getfd", map[string]string{"fdname": name})
 	if err != nil {
 		return err
 	}
-	if _, _, err := uc.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(f.Fd())), nil); err != nil {
+	if _, _, err := uc.WriteMsgUnix(b, unix.UnixRights(int(f.Fd())), nil); err != nil {
 		return fmt.Errorf("qmp getfd: %w", err)
 	}
 	_, err = q.reply("getfd")
