@@ -213,11 +213,16 @@ const virtiofsReadAheadKiB = 1024
 
 // setReadAhead sets the read-ahead window of the filesystem mounted at dir,
 // which is its backing device's (a FUSE connection has one of its own).
-// The device number is the superblock's: AT_STATX_DONT_SYNC spares FUSE
-// a round trip to the daemon for attributes this does not need.
+//
+// mount(2) of virtio-fs returns before the daemon has answered FUSE_INIT,
+// and the answer lowers the window to the daemon's max_readahead, which is
+// the 128 KiB default the kernel offered. A window set before that answer
+// is therefore undone. AT_STATX_FORCE_SYNC makes the statx a GETATTR,
+// which FUSE holds until the connection is initialised, so the write
+// below comes after the answer.
 func setReadAhead(dir string, kib int) error {
 	var st unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, dir, unix.AT_STATX_DONT_SYNC, 0, &st); err != nil {
+	if err := unix.Statx(unix.AT_FDCWD, dir, unix.AT_STATX_FORCE_SYNC, 0, &st); err != nil {
 		return err
 	}
 	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", st.Dev_major, st.Dev_minor)
