@@ -485,12 +485,15 @@ func (s *Sandbox) Done() <-chan struct{} { return s.vm.Done() }
 // state directory. It is safe to call more than once.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	var errs []error
+	// synced is true once the guest has stopped its containers and
+	// flushed its filesystems: then nothing is lost by killing the VMM.
+	synced := false
 	if s.Agent != nil {
 		select {
 		case <-s.vm.Done():
 		default:
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_ = s.Agent.DestroySandbox(dctx)
+			synced = s.Agent.DestroySandbox(dctx) == nil
 			cancel()
 		}
 		s.Agent.Close()
@@ -501,7 +504,11 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		s.sess = nil
 	}
 	if s.vm != nil {
-		errs = append(errs, s.vm.Stop(ctx))
+		if synced {
+			errs = append(errs, s.vm.Kill())
+		} else {
+			errs = append(errs, s.vm.Stop(ctx))
+		}
 	}
 	if s.fsd != nil {
 		s.fsd.Stop()
