@@ -2,7 +2,10 @@ package sandbox
 
 import (
 	"net"
+	"os/exec"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/hullrt/hull/internal/network"
 )
@@ -36,5 +39,48 @@ func TestGuestNetwork(t *testing.T) {
 	}
 	if len(r.neighbors) != 1 || r.neighbors[0].IpAddress != "10.88.0.9" || r.neighbors[0].Mac != "0a:58:0a:58:00:09" {
 		t.Errorf("neighbours %v", r.neighbors)
+	}
+}
+
+// Cleanup kills what still names a sandbox's directory, and, the directory
+// gone (Destroy got to its end), looks for nothing.
+func TestCleanupKillsOnlyForALeftDir(t *testing.T) {
+	// start runs a process whose command line names dir, as a VMM's
+	// arguments do (sh's $0); the channel closes when it has exited.
+	start := func(dir string) <-chan struct{} {
+		cmd := exec.Command("sh", "-c", "sleep 60", filepath.Join(dir, "vm", "qemu"))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+		return done
+	}
+	exited := func(done <-chan struct{}) bool {
+		select {
+		case <-done:
+			return true
+		case <-time.After(500 * time.Millisecond):
+			return false
+		}
+	}
+
+	left := t.TempDir()
+	leftover := start(left)
+	if err := Cleanup(left); err != nil {
+		t.Fatal(err)
+	}
+	if !exited(leftover) {
+		t.Error("a process naming the directory left behind survived Cleanup")
+	}
+
+	gone := filepath.Join(t.TempDir(), "gone")
+	other := start(gone)
+	if err := Cleanup(gone); err != nil {
+		t.Fatal(err)
+	}
+	if exited(other) {
+		t.Error("Cleanup of a directory already removed killed a process")
 	}
 }

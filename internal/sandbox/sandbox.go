@@ -503,11 +503,17 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		s.sess.Close()
 		s.sess = nil
 	}
+	vmmAlive := false
 	if s.vm != nil {
 		if synced {
 			errs = append(errs, s.vm.Kill())
 		} else {
 			errs = append(errs, s.vm.Stop(ctx))
+		}
+		select {
+		case <-s.vm.Done():
+		default:
+			vmmAlive = true
 		}
 	}
 	if s.fsd != nil {
@@ -521,7 +527,11 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	if s.share != nil {
 		errs = append(errs, s.share.Remove())
 	}
-	if err := os.RemoveAll(s.Dir); err != nil {
+	// A VMM that did not stop still names this directory (or, claimed from
+	// a pool, the one its origin file names): Cleanup finds it by that.
+	if vmmAlive {
+		errs = append(errs, fmt.Errorf("the vmm is still running: keeping %s for clean-up", s.Dir))
+	} else if err := os.RemoveAll(s.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("removing state dir: %w", err))
 	}
 	return errors.Join(errs...)
