@@ -25,10 +25,6 @@ type Hypervisor interface {
 	Start(ctx context.Context) error
 	// Stop asks the VMM to quit and kills it when it does not in time.
 	Stop(ctx context.Context) error
-	// Kill ends the VMM at once and waits for it to exit: for a guest
-	// that has already flushed what it had to keep, where a clean quit
-	// only adds the VMM's own teardown.
-	Kill() error
 	// Pid is the VMM's process id, 0 before Start.
 	Pid() int
 	// Done is closed when the VMM process has exited.

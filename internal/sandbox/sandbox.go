@@ -485,15 +485,12 @@ func (s *Sandbox) Done() <-chan struct{} { return s.vm.Done() }
 // state directory. It is safe to call more than once.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	var errs []error
-	// synced is true once the guest has stopped its containers and
-	// flushed its filesystems: then nothing is lost by killing the VMM.
-	synced := false
 	if s.Agent != nil {
 		select {
 		case <-s.vm.Done():
 		default:
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			synced = s.Agent.DestroySandbox(dctx) == nil
+			_ = s.Agent.DestroySandbox(dctx)
 			cancel()
 		}
 		s.Agent.Close()
@@ -505,11 +502,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	}
 	vmmAlive := false
 	if s.vm != nil {
-		if synced {
-			errs = append(errs, s.vm.Kill())
-		} else {
-			errs = append(errs, s.vm.Stop(ctx))
-		}
+		errs = append(errs, s.vm.Stop(ctx))
 		select {
 		case <-s.vm.Done():
 		default:

@@ -326,24 +326,6 @@ func (q *QEMU) Stop(ctx context.Context) error {
 	return q.closeQMP()
 }
 
-// Kill ends QEMU with SIGKILL. Its block devices bypass the host's page
-// cache (raw, cache.direct), so once the guest has synced there is no
-// write that only QEMU holds; a QMP quit would spend ~8 ms more under TCG
-// tearing devices down one by one.
-func (q *QEMU) Kill() error {
-	if q.cmd == nil && q.adopted == nil {
-		return nil
-	}
-	select {
-	case <-q.done:
-	default:
-		if err := q.kill(); err != nil {
-			return err
-		}
-	}
-	return q.closeQMP()
-}
-
 func (q *QEMU) kill() error {
 	if q.adopted != nil {
 		if err := q.adopted.Signal(syscall.SIGKILL); err != nil {
