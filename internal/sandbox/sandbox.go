@@ -506,7 +506,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		select {
 		case <-s.vm.Done():
 		default:
-			vmmAlive = true
+			vmmAlive = s.vm.Pid() != 0 // 0: it never started
 		}
 	}
 	if s.fsd != nil {
