@@ -34,19 +34,10 @@ func FindPort(sysfs, name string) (string, error) {
 	return "", fmt.Errorf("virtio-serial port %q: %w", name, os.ErrNotExist)
 }
 
-// ServeSerial opens the virtio-serial port and returns a listener of the
-// streams the host opens on it. The listener fails once the host hangs up;
-// the caller opens the port again for the next host connection.
-func ServeSerial(dev string) (net.Listener, error) {
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", dev, err)
-	}
-	return ServeSerialFile(f)
-}
-
-// ServeSerialFile is ServeSerial on a port already open; the listener
-// closes f.
+// ServeSerialFile returns a listener of the streams the host opens on the
+// virtio-serial port f, open already. The listener fails once the host
+// hangs up, and closes f; the caller opens the port again for the next
+// host.
 func ServeSerialFile(f *os.File) (net.Listener, error) {
 	mux, err := yamux.Server(f, config())
 	if err != nil {

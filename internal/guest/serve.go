@@ -59,9 +59,9 @@ func serveSerial(ctx context.Context, srv *ttrpc.Server, dev string) error {
 	signal.Notify(sigio, unix.SIGIO)
 	defer signal.Stop(sigio)
 	for ctx.Err() == nil {
-		port := waitHost(ctx, dev, sigio)
-		if port == nil {
-			continue
+		port, err := waitHost(ctx, dev, sigio)
+		if err != nil {
+			return err
 		}
 		l, err := channel.ServeSerialFile(port)
 		if err != nil {
@@ -75,21 +75,21 @@ func serveSerial(ctx context.Context, srv *ttrpc.Server, dev string) error {
 }
 
 // waitHost opens the virtio-serial port dev and returns it once a host is
-// connected (a VM in a pool waits for its claimer); nil if it cannot open
-// it, or ctx ends. A session never starts on a port without a host: it
-// would read EOF at once, and closing the port then would discard what a
-// host connecting meanwhile had sent. The console driver signals SIGIO to
-// the owner of an O_ASYNC port when the host end opens; poll cannot wait
-// for it, as it reports POLLHUP for as long as no host is there, but it
-// tells whether one is, which is checked again every second in case a
-// signal was missed.
-func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) *os.File {
+// connected (a VM in a pool waits for its claimer). A session never starts
+// on a port without a host: it would read EOF at once, and closing the
+// port then would discard what a host connecting meanwhile had sent. The
+// console driver signals SIGIO to the owner of an O_ASYNC port when the
+// host end opens; poll cannot wait for it, as it reports POLLHUP for as
+// long as no host is there, but it tells whether one is, which is checked
+// again every second in case a signal was missed (every 20 ms, where the
+// port gives no signals).
+func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) (*os.File, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
-		time.Sleep(20 * time.Millisecond)
-		return nil
+		return nil, fmt.Errorf("opening %s: %w", dev, err)
 	}
 	fd := uintptr(f.Fd())
+	recheck := time.Second
 	flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
 	if err == nil {
 		_, err = unix.FcntlInt(fd, unix.F_SETOWN, os.Getpid())
@@ -98,11 +98,11 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) *os.File 
 		_, err = unix.FcntlInt(fd, unix.F_SETFL, flags|unix.O_ASYNC)
 	}
 	if err != nil {
-		f.Close()
-		time.Sleep(20 * time.Millisecond)
-		return nil
+		logrus.WithError(err).Warnf("no SIGIO from %s: polling it for a host", dev)
+		recheck = 20 * time.Millisecond
+	} else {
+		defer func() { _, _ = unix.FcntlInt(fd, unix.F_SETFL, flags) }() // no signals for data
 	}
-	defer func() { _, _ = unix.FcntlInt(fd, unix.F_SETFL, flags) }() // no signals for data
 	for {
 		select {
 		case <-sigio: // from before this check
@@ -110,14 +110,14 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) *os.File 
 		}
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}
 		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&unix.POLLHUP == 0 {
-			return f
+			return f, nil
 		}
 		select {
 		case <-sigio:
 		case <-ctx.Done():
 			f.Close()
-			return nil
-		case <-time.After(time.Second):
+			return nil, ctx.Err()
+		case <-time.After(recheck):
 		}
 	}
 }
