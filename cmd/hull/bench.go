@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -52,7 +50,7 @@ var benchStartCommand = &cli.Command{
 		}
 
 		// Ctrl-C stops the run in progress and still removes everything.
-		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+		ctx, stop, progress := untilInterrupted(c.Context)
 		defer stop()
 		dir, err := os.MkdirTemp("", "hull-bench-")
 		if err != nil {
@@ -69,7 +67,7 @@ var benchStartCommand = &cli.Command{
 			TrueBundle:  filepath.Join(dir, "true"),
 			Runs:        c.Int("runs"),
 			Version:     version,
-			Progress:    os.Stderr,
+			Progress:    progress,
 		}
 		for bundle, args := range map[string][]string{opts.StartBundle: bench.StartProcess, opts.TrueBundle: bench.TrueProcess} {
 			if err := os.Mkdir(bundle, 0o755); err != nil {
@@ -108,7 +106,7 @@ var benchNetCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+		ctx, stop, progress := untilInterrupted(c.Context)
 		defer stop()
 		dir, err := os.MkdirTemp("", "hull-bench-net-")
 		if err != nil {
@@ -122,7 +120,7 @@ var benchNetCommand = &cli.Command{
 			Runs:     c.Int("runs"),
 			Seconds:  c.Int("seconds"),
 			Version:  version,
-			Progress: os.Stderr,
+			Progress: progress,
 		})
 		return finishBench(ctx, c, rep, err)
 	},
@@ -165,7 +163,7 @@ var benchIOCommand = &cli.Command{
 		if err != nil {
 			return fmt.Errorf("finding the hull binary: %w", err)
 		}
-		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+		ctx, stop, progress := untilInterrupted(c.Context)
 		defer stop()
 		dir, err := os.MkdirTemp("", "hull-bench-io-")
 		if err != nil {
@@ -182,7 +180,7 @@ var benchIOCommand = &cli.Command{
 			SizeMiB:  c.Int("size"),
 			Seconds:  c.Int("seconds"),
 			Version:  version,
-			Progress: os.Stderr,
+			Progress: progress,
 		})
 		return finishBench(ctx, c, rep, err)
 	},
@@ -253,7 +251,7 @@ func runMemBench(c *cli.Context, run func(context.Context, bench.MemOptions) (*b
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	ctx, stop, progress := untilInterrupted(c.Context)
 	defer stop()
 	dir, err := os.MkdirTemp("", "hull-bench-mem-")
 	if err != nil {
@@ -262,7 +260,7 @@ func runMemBench(c *cli.Context, run func(context.Context, bench.MemOptions) (*b
 	defer storage.RemoveMounted(dir, "scratch dir")
 	o.Runtimes, o.Hull, o.Settle = c.StringSlice("runtimes"), hull, c.Duration("settle")
 	o.StateDir, o.Bundle = filepath.Join(dir, "state"), filepath.Join(dir, "idle")
-	o.Version, o.Progress = version, os.Stderr
+	o.Version, o.Progress = version, progress
 	if err := os.Mkdir(o.Bundle, 0o755); err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/signal"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -40,7 +39,6 @@ Needs scripts/install-kernel-deps.sh (make kernel-deps).`,
 			Jobs:     c.Int("jobs"),
 			Force:    c.Bool("force"),
 			Keep:     c.Int("keep"),
-			Progress: os.Stderr,
 		}
 		if f := c.String("fragment"); f != "" {
 			b, err := os.ReadFile(f)
@@ -50,8 +48,9 @@ Needs scripts/install-kernel-deps.sh (make kernel-deps).`,
 			o.Fragment = b
 		}
 		// ^C stops the compilers and removes the half-built tree.
-		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+		ctx, stop, progress := untilInterrupted(c.Context, syscall.SIGHUP)
 		defer stop()
+		o.Progress = progress
 		k, err := image.BuildKernel(ctx, o)
 		if err != nil {
 			if ctx.Err() != nil && c.Context.Err() == nil {

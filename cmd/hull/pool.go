@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -87,19 +85,19 @@ var poolCommand = &cli.Command{
 				return bootPoolVM(ctx, cfg, dir, sandbox.FromTemplate(t))
 			}
 		}
-		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+		ctx, stop, progress := untilInterrupted(c.Context)
 		defer stop()
 		k := &pool.Keeper{
 			Size:        size,
 			Key:         sandbox.PoolKey(cfg),
 			Boot:        boot,
 			Destroy:     destroyPoolVM,
-			Log:         os.Stderr,
+			Log:         progress,
 			RefillDelay: refillDelay,
 		}
-		fmt.Fprintf(os.Stderr, "pool: keeping %d vms ready on %s\n", size, pool.Socket(cfg.Runtime.Root))
+		fmt.Fprintf(progress, "pool: keeping %d vms ready on %s\n", size, pool.Socket(cfg.Runtime.Root))
 		err = k.Run(ctx, l)
-		fmt.Fprintln(os.Stderr, "pool: stopped")
+		fmt.Fprintln(progress, "pool: stopped")
 		return err
 	},
 }

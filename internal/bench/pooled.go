@@ -32,7 +32,10 @@ func startKeeper(ctx context.Context, rt Runtime, dir string, progress io.Writer
 	defer f.Close()
 	k.cmd = exec.Command(rt.Argv[0], slices.Concat(rt.Argv[1:], []string{"pool", "--size", "1"}, rt.PoolFlags)...)
 	k.cmd.Stdout, k.cmd.Stderr = f, f
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// SIGTERM if bench dies (SIGKILL, a panic): the pool then stops the VM
+	// nobody claimed instead of keeping it for ever. bench runs no locked
+	// OS threads, whose exit would send it early.
+	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := k.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting hull pool: %w", err)
 	}
