@@ -177,7 +177,19 @@ func (p *process) resize(rows, cols uint16) error {
 	if p.tty == nil {
 		return errors.New("process has no terminal")
 	}
-	return unix.IoctlSetWinsize(int(p.tty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	// Not p.tty.Fd(): that would make the master blocking, and a relay's
+	// read or write stuck in the kernel cannot be ended by closing it.
+	rc, err := p.tty.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	}); err != nil {
+		return err
+	}
+	return ierr
 }
 
 func (p *process) signal(sig syscall.Signal) error {

@@ -88,28 +88,59 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) (*os.File
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", dev, err)
 	}
-	fd := uintptr(f.Fd())
+	// The descriptor only through the raw connection: f.Fd() would make
+	// the port blocking, and the console driver blocks a write while no
+	// host is connected. A session's write racing its host's hang-up then
+	// sat in the kernel until the next host came, holding the session open
+	// (no reopened port for the pool's hand-over) and then handing that
+	// host a stale frame. Non-blocking, such a write waits in the poller,
+	// which closing the session ends.
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	onFD := func(fn func(fd int) error) error {
+		var ferr error
+		if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+			return err
+		}
+		return ferr
+	}
 	recheck := time.Second
-	flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
-	if err == nil {
-		_, err = unix.FcntlInt(fd, unix.F_SETOWN, os.Getpid())
-	}
-	if err == nil {
-		_, err = unix.FcntlInt(fd, unix.F_SETFL, flags|unix.O_ASYNC)
-	}
+	var flags int
+	err = onFD(func(fd int) error {
+		var err error
+		if flags, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil {
+			return err
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETOWN, os.Getpid()); err != nil {
+			return err
+		}
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags|unix.O_ASYNC)
+		return err
+	})
 	if err != nil {
 		logrus.WithError(err).Warnf("no SIGIO from %s: polling it for a host", dev)
 		recheck = 20 * time.Millisecond
 	} else {
-		defer func() { _, _ = unix.FcntlInt(fd, unix.F_SETFL, flags) }() // no signals for data
+		defer func() { // no signals for data
+			_ = onFD(func(fd int) error { _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags); return err })
+		}()
+	}
+	hostThere := func(fd int) error {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}
+		if n, err := unix.Poll(pfd, 0); err != nil || n == 0 || pfd[0].Revents&unix.POLLHUP != 0 {
+			return errNoHost
+		}
+		return nil
 	}
 	for {
 		select {
 		case <-sigio: // from before this check
 		default:
 		}
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}
-		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&unix.POLLHUP == 0 {
+		if onFD(hostThere) == nil {
 			return f, nil
 		}
 		select {
@@ -121,6 +152,9 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) (*os.File
 		}
 	}
 }
+
+// errNoHost says that no host is connected to the agent's port.
+var errNoHost = errors.New("no host on the agent port")
 
 // logLevelFromCmdline reads hull.log=LEVEL from the kernel command line.
 func logLevelFromCmdline() logrus.Level {
