@@ -237,3 +237,62 @@ func TestRunInterruptedDuringBoot(t *testing.T) {
 		t.Fatalf("hull run after SIGINT during boot: %v, want exit 130 (stderr %s)", err, stderr.String())
 	}
 }
+
+// The share keeps a file's pages across opens, yet what the host changes
+// in the rootfs reaches the guest: rewritten in place at the same size
+// (only the mtime tells), and replaced by a rename (how kubelet updates a
+// ConfigMap volume).
+func TestRunShareSeesHostChanges(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	script := `wait_for() {
+  i=0
+  while [ "$(cat /probe)" != "$1" ]; do
+    i=$((i+1)); if [ $i -gt 150 ]; then echo "still $(cat /probe), want $1"; exit 1; fi
+    sleep 0.1
+  done
+  echo "saw $1"
+}
+wait_for AAAA; wait_for BBBB; wait_for CCCC`
+	b := makeBundle(t, []string{"sh", "-c", script}, nil)
+	probe := filepath.Join(b, "rootfs", "probe")
+	if err := os.WriteFile(probe, []byte("AAAA"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := h.command(ctx, "run", "--bundle", b, "hostchanges")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Wait() }()
+	out := bufio.NewReader(stdout)
+	expect := func(want string) {
+		t.Helper()
+		line, err := out.ReadString('\n')
+		if err != nil || line != want+"\n" {
+			t.Fatalf("container printed %q (%v), want %q; stderr: %s", line, err, want, stderr.String())
+		}
+	}
+	expect("saw AAAA")
+	time.Sleep(300 * time.Millisecond) // the guest reads it a few more times
+	if err := os.WriteFile(probe, []byte("BBBB"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	expect("saw BBBB")
+	next := probe + ".new"
+	if err := os.WriteFile(next, []byte("CCCC"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, probe); err != nil {
+		t.Fatal(err)
+	}
+	expect("saw CCCC")
+}

@@ -76,7 +76,14 @@ func (v *Virtiofsd) Start(ctx context.Context) error {
 	args := []string{
 		"--socket-path=" + v.Socket,
 		"-o", "source=" + v.Source,
-		"-o", "cache=auto",
+		// Keep a file's pages across opens (cache=always), but look again
+		// at its attributes and names every second (timeout=1, auto's),
+		// and the kernel drops the pages of a file whose size or mtime
+		// changed (FUSE's auto_inval_data): what the host changes in a
+		// volume still shows within a second, and an exec of a binary no
+		// longer reads it again through virtiofsd (docs/design/004).
+		"-o", "cache=always",
+		"-o", "timeout=1",
 		"-o", "sandbox=chroot",
 		"-o", "log_level=warn",
 	}
