@@ -206,9 +206,9 @@ func unmountStorages(id string, mounts []string) {
 // virtiofsReadAheadKiB is the read-ahead of the virtio-fs share. A FUSE
 // request to virtiofsd carries up to 1 MiB, but the kernel's default
 // window is 128 KiB, so running a 2 MB binary from the share took ~18
-// round trips through virtiofsd and one does it in 2-4. With cache=auto
-// every open of a file reads it again, so this is paid on every exec
-// (docs/design/004-shared-rootfs.md).
+// round trips through virtiofsd and one does it in 2-4. It is paid by the
+// first exec of a binary, and again after the host changes it: the share
+// keeps a file's pages across opens (docs/design/004-shared-rootfs.md).
 const virtiofsReadAheadKiB = 1024
 
 // setReadAhead sets the read-ahead window of the filesystem mounted at dir,
