@@ -230,6 +230,7 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 	if _, err := os.Stat(spec.Root.Path); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "container %s: rootfs: %v", r.ContainerId, err)
 	}
+	prefetchEntrypoint(spec)
 	cfg, err := libcontainerConfig(r.ContainerId, spec)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
