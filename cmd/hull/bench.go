@@ -16,7 +16,6 @@ import (
 	"github.com/hullrt/hull/internal/bench"
 	"github.com/hullrt/hull/internal/busybox"
 	"github.com/hullrt/hull/internal/image"
-	"github.com/hullrt/hull/internal/storage"
 )
 
 var benchCommand = &cli.Command{
@@ -52,13 +51,11 @@ var benchStartCommand = &cli.Command{
 		// Ctrl-C stops the run in progress and still removes everything.
 		ctx, stop, progress := untilInterrupted(c.Context)
 		defer stop()
-		dir, err := os.MkdirTemp("", "hull-bench-")
+		dir, removeScratch, err := bench.Scratch("start")
 		if err != nil {
-			return fmt.Errorf("creating bench directory: %w", err)
+			return err
 		}
-		// Unmounting first: runsc --network=none leaves a null-netns
-		// bind mount in its state root.
-		defer storage.RemoveMounted(dir, "scratch dir")
+		defer removeScratch()
 		opts := bench.Options{
 			Runtimes:    c.StringSlice("runtimes"),
 			Hull:        hull,
@@ -108,11 +105,11 @@ var benchNetCommand = &cli.Command{
 		}
 		ctx, stop, progress := untilInterrupted(c.Context)
 		defer stop()
-		dir, err := os.MkdirTemp("", "hull-bench-net-")
+		dir, removeScratch, err := bench.Scratch("net")
 		if err != nil {
-			return fmt.Errorf("creating bench directory: %w", err)
+			return err
 		}
-		defer storage.RemoveMounted(dir, "scratch dir")
+		defer removeScratch()
 		rep, err := bench.RunNet(ctx, bench.NetOptions{
 			Runtimes: c.StringSlice("runtimes"),
 			Hull:     hull,
@@ -165,11 +162,11 @@ var benchIOCommand = &cli.Command{
 		}
 		ctx, stop, progress := untilInterrupted(c.Context)
 		defer stop()
-		dir, err := os.MkdirTemp("", "hull-bench-io-")
+		dir, removeScratch, err := bench.Scratch("io")
 		if err != nil {
-			return fmt.Errorf("creating bench directory: %w", err)
+			return err
 		}
-		defer storage.RemoveMounted(dir, "scratch dir")
+		defer removeScratch()
 		rep, err := bench.RunIO(ctx, bench.IOOptions{
 			Config:   cfg,
 			Hull:     exe,
@@ -253,11 +250,11 @@ func runMemBench(c *cli.Context, run func(context.Context, bench.MemOptions) (*b
 	}
 	ctx, stop, progress := untilInterrupted(c.Context)
 	defer stop()
-	dir, err := os.MkdirTemp("", "hull-bench-mem-")
+	dir, removeScratch, err := bench.Scratch("mem")
 	if err != nil {
-		return fmt.Errorf("creating bench directory: %w", err)
+		return err
 	}
-	defer storage.RemoveMounted(dir, "scratch dir")
+	defer removeScratch()
 	o.Runtimes, o.Hull, o.Settle = c.StringSlice("runtimes"), hull, c.Duration("settle")
 	o.StateDir, o.Bundle = filepath.Join(dir, "state"), filepath.Join(dir, "idle")
 	o.Version, o.Progress = version, progress
