@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,23 @@ func newHull(t *testing.T, e env, extraConfig string) *hullCmd {
 
 func (h *hullCmd) command(ctx context.Context, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, h.e.hull, append([]string{"--config", h.config}, args...)...)
+}
+
+// start starts hull with its stdout on a pipe, for a test that reads what
+// the container prints as it prints it, and its stderr collected.
+func (h *hullCmd) start(t *testing.T, ctx context.Context, args ...string) (*exec.Cmd, io.ReadCloser, *bytes.Buffer) {
+	t.Helper()
+	cmd := h.command(ctx, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, &stderr
 }
 
 type result struct {

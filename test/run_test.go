@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,16 +111,7 @@ func TestRunForwardsSigterm(t *testing.T) {
 	b := makeBundle(t, []string{"sh", "-c", "echo ready; exec sleep 1000"}, busybox.WithoutPIDNamespace)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := h.command(ctx, "run", "--bundle", b, "sigterm")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := h.start(t, ctx, "run", "--bundle", b, "sigterm")
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || line != "ready\n" {
 		t.Fatalf("container did not start: %q %v (stderr %s)", line, err, stderr.String())
@@ -130,6 +123,45 @@ func TestRunForwardsSigterm(t *testing.T) {
 	ee, ok := err.(*exec.ExitError)
 	if !ok || ee.ExitCode() != 143 {
 		t.Fatalf("hull run after SIGTERM: %v, want exit 143 (stderr %s)", err, stderr.String())
+	}
+}
+
+// TestRunOutputReaderGoes: `hull run ... | head -1`. As with runc, whose
+// container writes to the pipe itself, the container's next write fails
+// with SIGPIPE, and hull run waits for it, removes it and exits with its
+// status, instead of dying of the signal itself and leaving the container
+// behind. (yes runs under sh: as the container's PID 1 it would get EPIPE
+// instead, SIGPIPE's default action not applying to a namespace's init;
+// runc's containers behave alike.)
+func TestRunOutputReaderGoes(t *testing.T) {
+	e := requireEnv(t)
+	t.Parallel()
+	h := newHull(t, e, "")
+	b := makeBundle(t, []string{"sh", "-c", `yes; echo "yes ended: $?" >&2; exit 7`}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd, stdout, stderr := h.start(t, ctx, "run", "--bundle", b, "readergoes")
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "y\n" {
+		t.Fatalf("container printed %q (%v); stderr: %s", line, err, stderr.String())
+	}
+	stdout.Close() // head has its line
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("hull run: %v, want the container's exit status 7 (stderr %s)", err, stderr.String())
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("hull run was killed by %v when its reader went (stderr %s)", ws.Signal(), stderr.String())
+	}
+	if ee.ExitCode() != 7 {
+		t.Fatalf("hull run exited %d, want the container's 7 (stderr %s)", ee.ExitCode(), stderr.String())
+	}
+	if want := fmt.Sprintf("yes ended: %d\n", 128+int(syscall.SIGPIPE)); !strings.Contains(stderr.String(), want) {
+		t.Errorf("the container's yes did not die of SIGPIPE: stderr %q, want %q in it", stderr.String(), want)
+	}
+	if r := h.run(t, nil, "list", "--quiet"); r.code != 0 || strings.TrimSpace(r.stdout) != "" {
+		t.Errorf("hull list after the run: %q (exit %d, %s)", r.stdout, r.code, r.stderr)
 	}
 }
 
@@ -262,16 +294,7 @@ wait_for AAAA; wait_for BBBB; wait_for CCCC`
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := h.command(ctx, "run", "--bundle", b, "hostchanges")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := h.start(t, ctx, "run", "--bundle", b, "hostchanges")
 	defer func() { _ = cmd.Wait() }()
 	out := bufio.NewReader(stdout)
 	expect := func(want string) {

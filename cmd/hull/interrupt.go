@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/hullrt/hull/internal/stdio"
 )
 
 // untilInterrupted returns a context for a long-running command that ends
@@ -16,11 +18,10 @@ import (
 // its reader went away (`hull bench start 2>&1 | head`).
 //
 // Without this a broken pipe on stdout or stderr kills a Go program with
-// SIGPIPE at once, before it can stop a pool or unmount its scratch space.
-// SIGPIPE is ignored instead of caught: caught, it would also arrive for a
-// write to any socket whose peer went away, such as a pool's claimer.
+// SIGPIPE at once, before it can stop a pool or unmount its scratch space
+// (see stdio.CatchSIGPIPE).
 func untilInterrupted(parent context.Context, extra ...os.Signal) (context.Context, context.CancelFunc, io.Writer) {
-	signal.Ignore(syscall.SIGPIPE)
+	stdio.CatchSIGPIPE()
 	ctx, stop := signal.NotifyContext(parent, append([]os.Signal{os.Interrupt, syscall.SIGTERM}, extra...)...)
 	return ctx, stop, endOnEPIPE{w: os.Stderr, end: stop}
 }

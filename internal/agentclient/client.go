@@ -168,7 +168,10 @@ func (c *Client) Wait(ctx context.Context, cid, eid string) (int, time.Time, err
 }
 
 // CopyOut copies the process's stdout (or stderr) to w until the stream
-// ends.
+// ends. When w fails (its reader went away: EPIPE), the stream is closed
+// in the guest, so that the process's writes fail as they would on a
+// pipe whose reader exited, instead of blocking once the stream is full
+// with nobody reading it; w's error is returned.
 func (c *Client) CopyOut(ctx context.Context, cid, eid string, stderr bool, w io.Writer) error {
 	read := c.io.ReadStdout
 	if stderr {
@@ -184,6 +187,10 @@ func (c *Client) CopyOut(ctx context.Context, cid, eid string, stderr bool, w io
 		}
 		if len(r.Data) > 0 {
 			if _, err := w.Write(r.Data); err != nil {
+				_, cerr := c.io.CloseOutput(ctx, &agent.CloseOutputRequest{ContainerId: cid, ExecId: eid, Stderr: stderr})
+				if cerr != nil {
+					return fmt.Errorf("%w (closing the stream in the guest: %v)", err, fromRPC(cerr))
+				}
 				return err
 			}
 		}

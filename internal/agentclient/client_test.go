@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ type fakeAgent struct {
 	out   [][]byte // successive ReadStdout answers
 	exit  int32
 	ver   uint32
+
+	closedOut []*agent.CloseOutputRequest
 }
 
 func (f *fakeAgent) Check(context.Context, *agent.CheckRequest) (*agent.CheckResponse, error) {
@@ -62,6 +65,13 @@ func (f *fakeAgent) ReadStdout(context.Context, *agent.ReadStreamRequest) (*agen
 	d := f.out[0]
 	f.out = f.out[1:]
 	return &agent.ReadStreamResponse{Data: d}, nil
+}
+
+func (f *fakeAgent) CloseOutput(_ context.Context, r *agent.CloseOutputRequest) (*emptypb.Empty, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closedOut = append(f.closedOut, r)
+	return &emptypb.Empty{}, nil
 }
 
 func (f *fakeAgent) WaitProcess(context.Context, *agent.WaitProcessRequest) (*agent.WaitProcessResponse, error) {
@@ -135,6 +145,28 @@ func TestCopyOut(t *testing.T) {
 	}
 	if out.String() != "hello world" {
 		t.Fatalf("got %q", out.String())
+	}
+}
+
+// failingWriter's reader has gone.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, syscall.EPIPE }
+
+func TestCopyOutClosesTheGuestStreamWhenTheReaderGoes(t *testing.T) {
+	f := &fakeAgent{out: [][]byte{[]byte("y\n"), []byte("y\n")}}
+	c := connect(t, f)
+	err := c.CopyOut(context.Background(), "c", "e", false, failingWriter{})
+	if !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("CopyOut = %v, want EPIPE", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.closedOut) != 1 || f.closedOut[0].ContainerId != "c" || f.closedOut[0].ExecId != "e" || f.closedOut[0].Stderr {
+		t.Fatalf("CloseOutput calls: %v, want one for c/e stdout", f.closedOut)
+	}
+	if len(f.out) != 1 {
+		t.Errorf("CopyOut read on after the failed write: %d answers left, want 1", len(f.out))
 	}
 }
 

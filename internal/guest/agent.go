@@ -423,6 +423,14 @@ func (a *Agent) CloseStdin(ctx context.Context, r *agent.CloseStdinRequest) (*em
 	return empty, p.closeStdin()
 }
 
+func (a *Agent) CloseOutput(ctx context.Context, r *agent.CloseOutputRequest) (*emptypb.Empty, error) {
+	p, err := a.process(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	return empty, p.closeOutput(r.Stderr)
+}
+
 func (a *Agent) ReadStdout(ctx context.Context, r *agent.ReadStreamRequest) (*agent.ReadStreamResponse, error) {
 	return a.read(r, false)
 }

@@ -167,10 +167,30 @@ func (p *process) read(stderr bool, n uint32) (data []byte, eof bool, err error)
 		return buf[:m], false, nil
 	}
 	// A pty master reads EIO once the last slave fd is closed: that is EOF.
-	if err == io.EOF || errors.Is(err, unix.EIO) {
+	// So is a stream the host closed (closeOutput).
+	if err == io.EOF || errors.Is(err, unix.EIO) || errors.Is(err, os.ErrClosed) {
 		return nil, true, nil
 	}
 	return nil, false, err
+}
+
+// closeOutput closes the agent's end of stdout or stderr because the
+// host can no longer take what the process writes there: the process's
+// next write fails with EPIPE instead of blocking once the pipe is full.
+// A read in progress ends, at EOF. With a terminal, stdout is the pty
+// master, and closing it hangs the terminal up.
+func (p *process) closeOutput(stderr bool) error {
+	r := p.stdout
+	if stderr {
+		r = p.stderr
+	}
+	if r == nil {
+		return nil
+	}
+	if err := r.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 func (p *process) resize(rows, cols uint16) error {

@@ -60,6 +60,7 @@ func RunExec(o ExecOptions) (int, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	stdio.CatchSIGPIPE()
 	sigc := make(chan os.Signal, 16)
 	signal.Notify(sigc, ForwardedSignals...)
 	defer signal.Stop(sigc)

@@ -67,6 +67,8 @@ func (e *InterruptedError) Error() string {
 // left in the Stopped state for `hull delete`.
 func RunContainer(o ContainerOptions) (int, error) {
 	recordPhase("config", time.Since(processStart))
+	// A relayed output whose reader goes must not kill the monitor.
+	stdio.CatchSIGPIPE()
 	ready := once(o.Ready)
 	sigc := make(chan os.Signal, 16)
 	signal.Notify(sigc, ForwardedSignals...)

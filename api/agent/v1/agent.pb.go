@@ -1048,6 +1048,66 @@ func (x *CloseStdinRequest) GetExecId() string {
 	return ""
 }
 
+type CloseOutputRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Stderr        bool                   `protobuf:"varint,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseOutputRequest) Reset() {
+	*x = CloseOutputRequest{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseOutputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseOutputRequest) ProtoMessage() {}
+
+func (x *CloseOutputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseOutputRequest.ProtoReflect.Descriptor instead.
+func (*CloseOutputRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CloseOutputRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *CloseOutputRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *CloseOutputRequest) GetStderr() bool {
+	if x != nil {
+		return x.Stderr
+	}
+	return false
+}
+
 type ReadStreamRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1059,7 +1119,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1131,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1144,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1118,7 +1178,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1190,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1203,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -1172,7 +1232,7 @@ type TtyWinResizeRequest struct {
 
 func (x *TtyWinResizeRequest) Reset() {
 	*x = TtyWinResizeRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1244,7 @@ func (x *TtyWinResizeRequest) String() string {
 func (*TtyWinResizeRequest) ProtoMessage() {}
 
 func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1257,7 @@ func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TtyWinResizeRequest.ProtoReflect.Descriptor instead.
 func (*TtyWinResizeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TtyWinResizeRequest) GetContainerId() string {
@@ -1237,7 +1297,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1309,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1322,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListProcessesRequest) GetContainerId() string {
@@ -1287,7 +1347,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1359,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1372,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ProcessInfo) GetPid() int32 {
@@ -1359,7 +1419,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1431,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1444,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1403,7 +1463,7 @@ type PauseContainerRequest struct {
 
 func (x *PauseContainerRequest) Reset() {
 	*x = PauseContainerRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1475,7 @@ func (x *PauseContainerRequest) String() string {
 func (*PauseContainerRequest) ProtoMessage() {}
 
 func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1488,7 @@ func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseContainerRequest.ProtoReflect.Descriptor instead.
 func (*PauseContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PauseContainerRequest) GetContainerId() string {
@@ -1447,7 +1507,7 @@ type ResumeContainerRequest struct {
 
 func (x *ResumeContainerRequest) Reset() {
 	*x = ResumeContainerRequest{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1519,7 @@ func (x *ResumeContainerRequest) String() string {
 func (*ResumeContainerRequest) ProtoMessage() {}
 
 func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1532,7 @@ func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeContainerRequest.ProtoReflect.Descriptor instead.
 func (*ResumeContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResumeContainerRequest) GetContainerId() string {
@@ -1494,7 +1554,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1566,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1579,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1545,7 +1605,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1617,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1630,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -1594,7 +1654,7 @@ type CPUStats struct {
 
 func (x *CPUStats) Reset() {
 	*x = CPUStats{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1666,7 @@ func (x *CPUStats) String() string {
 func (*CPUStats) ProtoMessage() {}
 
 func (x *CPUStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1679,7 @@ func (x *CPUStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CPUStats.ProtoReflect.Descriptor instead.
 func (*CPUStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CPUStats) GetUsageTotalNs() uint64 {
@@ -1682,7 +1742,7 @@ type MemoryStats struct {
 
 func (x *MemoryStats) Reset() {
 	*x = MemoryStats{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1754,7 @@ func (x *MemoryStats) String() string {
 func (*MemoryStats) ProtoMessage() {}
 
 func (x *MemoryStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1767,7 @@ func (x *MemoryStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryStats.ProtoReflect.Descriptor instead.
 func (*MemoryStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MemoryStats) GetUsage() uint64 {
@@ -1783,7 +1843,7 @@ type PidsStats struct {
 
 func (x *PidsStats) Reset() {
 	*x = PidsStats{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1855,7 @@ func (x *PidsStats) String() string {
 func (*PidsStats) ProtoMessage() {}
 
 func (x *PidsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1868,7 @@ func (x *PidsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsStats.ProtoReflect.Descriptor instead.
 func (*PidsStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PidsStats) GetCurrent() uint64 {
@@ -1836,7 +1896,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +1908,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +1921,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StatsContainerResponse) GetCpu() *CPUStats {
@@ -1893,7 +1953,7 @@ type GetOOMEventRequest struct {
 
 func (x *GetOOMEventRequest) Reset() {
 	*x = GetOOMEventRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +1965,7 @@ func (x *GetOOMEventRequest) String() string {
 func (*GetOOMEventRequest) ProtoMessage() {}
 
 func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +1978,7 @@ func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
 func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 type OOMEvent struct {
@@ -1930,7 +1990,7 @@ type OOMEvent struct {
 
 func (x *OOMEvent) Reset() {
 	*x = OOMEvent{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2002,7 @@ func (x *OOMEvent) String() string {
 func (*OOMEvent) ProtoMessage() {}
 
 func (x *OOMEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2015,7 @@ func (x *OOMEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
 func (*OOMEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OOMEvent) GetContainerId() string {
@@ -1976,7 +2036,7 @@ type IPAddress struct {
 
 func (x *IPAddress) Reset() {
 	*x = IPAddress{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2048,7 @@ func (x *IPAddress) String() string {
 func (*IPAddress) ProtoMessage() {}
 
 func (x *IPAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2061,7 @@ func (x *IPAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPAddress.ProtoReflect.Descriptor instead.
 func (*IPAddress) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *IPAddress) GetAddress() string {
@@ -2036,7 +2096,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2108,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2121,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Interface) GetName() string {
@@ -2108,7 +2168,7 @@ type UpdateInterfaceRequest struct {
 
 func (x *UpdateInterfaceRequest) Reset() {
 	*x = UpdateInterfaceRequest{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2180,7 @@ func (x *UpdateInterfaceRequest) String() string {
 func (*UpdateInterfaceRequest) ProtoMessage() {}
 
 func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2193,7 @@ func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInterfaceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInterfaceRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UpdateInterfaceRequest) GetInterface() *Interface {
@@ -2162,7 +2222,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2234,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2247,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Route) GetDestination() string {
@@ -2241,7 +2301,7 @@ type Routes struct {
 
 func (x *Routes) Reset() {
 	*x = Routes{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2313,7 @@ func (x *Routes) String() string {
 func (*Routes) ProtoMessage() {}
 
 func (x *Routes) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2326,7 @@ func (x *Routes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routes.ProtoReflect.Descriptor instead.
 func (*Routes) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Routes) GetRoutes() []*Route {
@@ -2287,7 +2347,7 @@ type UpdateRoutesRequest struct {
 
 func (x *UpdateRoutesRequest) Reset() {
 	*x = UpdateRoutesRequest{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2359,7 @@ func (x *UpdateRoutesRequest) String() string {
 func (*UpdateRoutesRequest) ProtoMessage() {}
 
 func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2372,7 @@ func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoutesRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UpdateRoutesRequest) GetRoutes() *Routes {
@@ -2335,7 +2395,7 @@ type ARPNeighbor struct {
 
 func (x *ARPNeighbor) Reset() {
 	*x = ARPNeighbor{}
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2407,7 @@ func (x *ARPNeighbor) String() string {
 func (*ARPNeighbor) ProtoMessage() {}
 
 func (x *ARPNeighbor) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2420,7 @@ func (x *ARPNeighbor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ARPNeighbor.ProtoReflect.Descriptor instead.
 func (*ARPNeighbor) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{40}
+	return file_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ARPNeighbor) GetIpAddress() string {
@@ -2400,7 +2460,7 @@ type AddARPNeighborsRequest struct {
 
 func (x *AddARPNeighborsRequest) Reset() {
 	*x = AddARPNeighborsRequest{}
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2472,7 @@ func (x *AddARPNeighborsRequest) String() string {
 func (*AddARPNeighborsRequest) ProtoMessage() {}
 
 func (x *AddARPNeighborsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2485,7 @@ func (x *AddARPNeighborsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddARPNeighborsRequest.ProtoReflect.Descriptor instead.
 func (*AddARPNeighborsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{41}
+	return file_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AddARPNeighborsRequest) GetNeighbors() []*ARPNeighbor {
@@ -2443,7 +2503,7 @@ type ListInterfacesRequest struct {
 
 func (x *ListInterfacesRequest) Reset() {
 	*x = ListInterfacesRequest{}
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2515,7 @@ func (x *ListInterfacesRequest) String() string {
 func (*ListInterfacesRequest) ProtoMessage() {}
 
 func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2528,7 @@ func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterfacesRequest.ProtoReflect.Descriptor instead.
 func (*ListInterfacesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{42}
+	return file_agent_proto_rawDescGZIP(), []int{43}
 }
 
 type Interfaces struct {
@@ -2480,7 +2540,7 @@ type Interfaces struct {
 
 func (x *Interfaces) Reset() {
 	*x = Interfaces{}
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2552,7 @@ func (x *Interfaces) String() string {
 func (*Interfaces) ProtoMessage() {}
 
 func (x *Interfaces) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2565,7 @@ func (x *Interfaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interfaces.ProtoReflect.Descriptor instead.
 func (*Interfaces) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{43}
+	return file_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Interfaces) GetInterfaces() []*Interface {
@@ -2523,7 +2583,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_agent_proto_msgTypes[44]
+	mi := &file_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2595,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[44]
+	mi := &file_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2608,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{44}
+	return file_agent_proto_rawDescGZIP(), []int{45}
 }
 
 type OnlineCPUMemRequest struct {
@@ -2562,7 +2622,7 @@ type OnlineCPUMemRequest struct {
 
 func (x *OnlineCPUMemRequest) Reset() {
 	*x = OnlineCPUMemRequest{}
-	mi := &file_agent_proto_msgTypes[45]
+	mi := &file_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2634,7 @@ func (x *OnlineCPUMemRequest) String() string {
 func (*OnlineCPUMemRequest) ProtoMessage() {}
 
 func (x *OnlineCPUMemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[45]
+	mi := &file_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2647,7 @@ func (x *OnlineCPUMemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineCPUMemRequest.ProtoReflect.Descriptor instead.
 func (*OnlineCPUMemRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{45}
+	return file_agent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *OnlineCPUMemRequest) GetCpus() uint32 {
@@ -2615,7 +2675,7 @@ type OnlineCPUMemResponse struct {
 
 func (x *OnlineCPUMemResponse) Reset() {
 	*x = OnlineCPUMemResponse{}
-	mi := &file_agent_proto_msgTypes[46]
+	mi := &file_agent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2687,7 @@ func (x *OnlineCPUMemResponse) String() string {
 func (*OnlineCPUMemResponse) ProtoMessage() {}
 
 func (x *OnlineCPUMemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[46]
+	mi := &file_agent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2700,7 @@ func (x *OnlineCPUMemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineCPUMemResponse.ProtoReflect.Descriptor instead.
 func (*OnlineCPUMemResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{46}
+	return file_agent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *OnlineCPUMemResponse) GetCpus() uint32 {
@@ -2723,7 +2783,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x03len\x18\x01 \x01(\rR\x03len\"O\n" +
 	"\x11CloseStdinRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"a\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"h\n" +
+	"\x12CloseOutputRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
+	"\x06stderr\x18\x03 \x01(\bR\x06stderr\"a\n" +
 	"\x11ReadStreamRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x10\n" +
@@ -2833,7 +2897,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x14OnlineCPUMemResponse\x12\x12\n" +
 	"\x04cpus\x18\x01 \x01(\rR\x04cpus\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib2\xc6\x11\n" +
+	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib2\x90\x12\n" +
 	"\x05Agent\x12B\n" +
 	"\x05Check\x12\x1b.hull.agent.v1.CheckRequest\x1a\x1c.hull.agent.v1.CheckResponse\x12H\n" +
 	"\aVersion\x12\x1d.hull.agent.v1.VersionRequest\x1a\x1e.hull.agent.v1.VersionResponse\x12L\n" +
@@ -2853,7 +2917,8 @@ const file_agent_proto_rawDesc = "" +
 	"ReadStdout\x12 .hull.agent.v1.ReadStreamRequest\x1a!.hull.agent.v1.ReadStreamResponse\x12Q\n" +
 	"\n" +
 	"ReadStderr\x12 .hull.agent.v1.ReadStreamRequest\x1a!.hull.agent.v1.ReadStreamResponse\x12J\n" +
-	"\fTtyWinResize\x12\".hull.agent.v1.TtyWinResizeRequest\x1a\x16.google.protobuf.Empty\x12Z\n" +
+	"\fTtyWinResize\x12\".hull.agent.v1.TtyWinResizeRequest\x1a\x16.google.protobuf.Empty\x12H\n" +
+	"\vCloseOutput\x12!.hull.agent.v1.CloseOutputRequest\x1a\x16.google.protobuf.Empty\x12Z\n" +
 	"\rListProcesses\x12#.hull.agent.v1.ListProcessesRequest\x1a$.hull.agent.v1.ListProcessesResponse\x12N\n" +
 	"\x0ePauseContainer\x12$.hull.agent.v1.PauseContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n" +
 	"\x0fResumeContainer\x12%.hull.agent.v1.ResumeContainerRequest\x1a\x16.google.protobuf.Empty\x12P\n" +
@@ -2882,7 +2947,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_agent_proto_goTypes = []any{
 	(CheckResponse_Status)(0),      // 0: hull.agent.v1.CheckResponse.Status
 	(*CheckRequest)(nil),           // 1: hull.agent.v1.CheckRequest
@@ -2903,56 +2968,57 @@ var file_agent_proto_goTypes = []any{
 	(*WriteStreamRequest)(nil),     // 16: hull.agent.v1.WriteStreamRequest
 	(*WriteStreamResponse)(nil),    // 17: hull.agent.v1.WriteStreamResponse
 	(*CloseStdinRequest)(nil),      // 18: hull.agent.v1.CloseStdinRequest
-	(*ReadStreamRequest)(nil),      // 19: hull.agent.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),     // 20: hull.agent.v1.ReadStreamResponse
-	(*TtyWinResizeRequest)(nil),    // 21: hull.agent.v1.TtyWinResizeRequest
-	(*ListProcessesRequest)(nil),   // 22: hull.agent.v1.ListProcessesRequest
-	(*ProcessInfo)(nil),            // 23: hull.agent.v1.ProcessInfo
-	(*ListProcessesResponse)(nil),  // 24: hull.agent.v1.ListProcessesResponse
-	(*PauseContainerRequest)(nil),  // 25: hull.agent.v1.PauseContainerRequest
-	(*ResumeContainerRequest)(nil), // 26: hull.agent.v1.ResumeContainerRequest
-	(*UpdateContainerRequest)(nil), // 27: hull.agent.v1.UpdateContainerRequest
-	(*StatsContainerRequest)(nil),  // 28: hull.agent.v1.StatsContainerRequest
-	(*CPUStats)(nil),               // 29: hull.agent.v1.CPUStats
-	(*MemoryStats)(nil),            // 30: hull.agent.v1.MemoryStats
-	(*PidsStats)(nil),              // 31: hull.agent.v1.PidsStats
-	(*StatsContainerResponse)(nil), // 32: hull.agent.v1.StatsContainerResponse
-	(*GetOOMEventRequest)(nil),     // 33: hull.agent.v1.GetOOMEventRequest
-	(*OOMEvent)(nil),               // 34: hull.agent.v1.OOMEvent
-	(*IPAddress)(nil),              // 35: hull.agent.v1.IPAddress
-	(*Interface)(nil),              // 36: hull.agent.v1.Interface
-	(*UpdateInterfaceRequest)(nil), // 37: hull.agent.v1.UpdateInterfaceRequest
-	(*Route)(nil),                  // 38: hull.agent.v1.Route
-	(*Routes)(nil),                 // 39: hull.agent.v1.Routes
-	(*UpdateRoutesRequest)(nil),    // 40: hull.agent.v1.UpdateRoutesRequest
-	(*ARPNeighbor)(nil),            // 41: hull.agent.v1.ARPNeighbor
-	(*AddARPNeighborsRequest)(nil), // 42: hull.agent.v1.AddARPNeighborsRequest
-	(*ListInterfacesRequest)(nil),  // 43: hull.agent.v1.ListInterfacesRequest
-	(*Interfaces)(nil),             // 44: hull.agent.v1.Interfaces
-	(*ListRoutesRequest)(nil),      // 45: hull.agent.v1.ListRoutesRequest
-	(*OnlineCPUMemRequest)(nil),    // 46: hull.agent.v1.OnlineCPUMemRequest
-	(*OnlineCPUMemResponse)(nil),   // 47: hull.agent.v1.OnlineCPUMemResponse
-	nil,                            // 48: hull.agent.v1.MemoryStats.RawEntry
-	(*timestamppb.Timestamp)(nil),  // 49: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),          // 50: google.protobuf.Empty
+	(*CloseOutputRequest)(nil),     // 19: hull.agent.v1.CloseOutputRequest
+	(*ReadStreamRequest)(nil),      // 20: hull.agent.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),     // 21: hull.agent.v1.ReadStreamResponse
+	(*TtyWinResizeRequest)(nil),    // 22: hull.agent.v1.TtyWinResizeRequest
+	(*ListProcessesRequest)(nil),   // 23: hull.agent.v1.ListProcessesRequest
+	(*ProcessInfo)(nil),            // 24: hull.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil),  // 25: hull.agent.v1.ListProcessesResponse
+	(*PauseContainerRequest)(nil),  // 26: hull.agent.v1.PauseContainerRequest
+	(*ResumeContainerRequest)(nil), // 27: hull.agent.v1.ResumeContainerRequest
+	(*UpdateContainerRequest)(nil), // 28: hull.agent.v1.UpdateContainerRequest
+	(*StatsContainerRequest)(nil),  // 29: hull.agent.v1.StatsContainerRequest
+	(*CPUStats)(nil),               // 30: hull.agent.v1.CPUStats
+	(*MemoryStats)(nil),            // 31: hull.agent.v1.MemoryStats
+	(*PidsStats)(nil),              // 32: hull.agent.v1.PidsStats
+	(*StatsContainerResponse)(nil), // 33: hull.agent.v1.StatsContainerResponse
+	(*GetOOMEventRequest)(nil),     // 34: hull.agent.v1.GetOOMEventRequest
+	(*OOMEvent)(nil),               // 35: hull.agent.v1.OOMEvent
+	(*IPAddress)(nil),              // 36: hull.agent.v1.IPAddress
+	(*Interface)(nil),              // 37: hull.agent.v1.Interface
+	(*UpdateInterfaceRequest)(nil), // 38: hull.agent.v1.UpdateInterfaceRequest
+	(*Route)(nil),                  // 39: hull.agent.v1.Route
+	(*Routes)(nil),                 // 40: hull.agent.v1.Routes
+	(*UpdateRoutesRequest)(nil),    // 41: hull.agent.v1.UpdateRoutesRequest
+	(*ARPNeighbor)(nil),            // 42: hull.agent.v1.ARPNeighbor
+	(*AddARPNeighborsRequest)(nil), // 43: hull.agent.v1.AddARPNeighborsRequest
+	(*ListInterfacesRequest)(nil),  // 44: hull.agent.v1.ListInterfacesRequest
+	(*Interfaces)(nil),             // 45: hull.agent.v1.Interfaces
+	(*ListRoutesRequest)(nil),      // 46: hull.agent.v1.ListRoutesRequest
+	(*OnlineCPUMemRequest)(nil),    // 47: hull.agent.v1.OnlineCPUMemRequest
+	(*OnlineCPUMemResponse)(nil),   // 48: hull.agent.v1.OnlineCPUMemResponse
+	nil,                            // 49: hull.agent.v1.MemoryStats.RawEntry
+	(*timestamppb.Timestamp)(nil),  // 50: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),          // 51: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: hull.agent.v1.CheckResponse.status:type_name -> hull.agent.v1.CheckResponse.Status
-	49, // 1: hull.agent.v1.RestoredRequest.time:type_name -> google.protobuf.Timestamp
+	50, // 1: hull.agent.v1.RestoredRequest.time:type_name -> google.protobuf.Timestamp
 	6,  // 2: hull.agent.v1.CreateSandboxRequest.storages:type_name -> hull.agent.v1.Storage
 	6,  // 3: hull.agent.v1.CreateContainerRequest.storages:type_name -> hull.agent.v1.Storage
-	49, // 4: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
-	23, // 5: hull.agent.v1.ListProcessesResponse.processes:type_name -> hull.agent.v1.ProcessInfo
-	48, // 6: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
-	29, // 7: hull.agent.v1.StatsContainerResponse.cpu:type_name -> hull.agent.v1.CPUStats
-	30, // 8: hull.agent.v1.StatsContainerResponse.memory:type_name -> hull.agent.v1.MemoryStats
-	31, // 9: hull.agent.v1.StatsContainerResponse.pids:type_name -> hull.agent.v1.PidsStats
-	35, // 10: hull.agent.v1.Interface.addresses:type_name -> hull.agent.v1.IPAddress
-	36, // 11: hull.agent.v1.UpdateInterfaceRequest.interface:type_name -> hull.agent.v1.Interface
-	38, // 12: hull.agent.v1.Routes.routes:type_name -> hull.agent.v1.Route
-	39, // 13: hull.agent.v1.UpdateRoutesRequest.routes:type_name -> hull.agent.v1.Routes
-	41, // 14: hull.agent.v1.AddARPNeighborsRequest.neighbors:type_name -> hull.agent.v1.ARPNeighbor
-	36, // 15: hull.agent.v1.Interfaces.interfaces:type_name -> hull.agent.v1.Interface
+	50, // 4: hull.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	24, // 5: hull.agent.v1.ListProcessesResponse.processes:type_name -> hull.agent.v1.ProcessInfo
+	49, // 6: hull.agent.v1.MemoryStats.raw:type_name -> hull.agent.v1.MemoryStats.RawEntry
+	30, // 7: hull.agent.v1.StatsContainerResponse.cpu:type_name -> hull.agent.v1.CPUStats
+	31, // 8: hull.agent.v1.StatsContainerResponse.memory:type_name -> hull.agent.v1.MemoryStats
+	32, // 9: hull.agent.v1.StatsContainerResponse.pids:type_name -> hull.agent.v1.PidsStats
+	36, // 10: hull.agent.v1.Interface.addresses:type_name -> hull.agent.v1.IPAddress
+	37, // 11: hull.agent.v1.UpdateInterfaceRequest.interface:type_name -> hull.agent.v1.Interface
+	39, // 12: hull.agent.v1.Routes.routes:type_name -> hull.agent.v1.Route
+	40, // 13: hull.agent.v1.UpdateRoutesRequest.routes:type_name -> hull.agent.v1.Routes
+	42, // 14: hull.agent.v1.AddARPNeighborsRequest.neighbors:type_name -> hull.agent.v1.ARPNeighbor
+	37, // 15: hull.agent.v1.Interfaces.interfaces:type_name -> hull.agent.v1.Interface
 	1,  // 16: hull.agent.v1.Agent.Check:input_type -> hull.agent.v1.CheckRequest
 	4,  // 17: hull.agent.v1.Agent.Version:input_type -> hull.agent.v1.VersionRequest
 	7,  // 18: hull.agent.v1.Agent.CreateSandbox:input_type -> hull.agent.v1.CreateSandboxRequest
@@ -2965,52 +3031,54 @@ var file_agent_proto_depIdxs = []int32{
 	14, // 25: hull.agent.v1.Agent.WaitProcess:input_type -> hull.agent.v1.WaitProcessRequest
 	16, // 26: hull.agent.v1.Agent.WriteStdin:input_type -> hull.agent.v1.WriteStreamRequest
 	18, // 27: hull.agent.v1.Agent.CloseStdin:input_type -> hull.agent.v1.CloseStdinRequest
-	19, // 28: hull.agent.v1.Agent.ReadStdout:input_type -> hull.agent.v1.ReadStreamRequest
-	19, // 29: hull.agent.v1.Agent.ReadStderr:input_type -> hull.agent.v1.ReadStreamRequest
-	21, // 30: hull.agent.v1.Agent.TtyWinResize:input_type -> hull.agent.v1.TtyWinResizeRequest
-	22, // 31: hull.agent.v1.Agent.ListProcesses:input_type -> hull.agent.v1.ListProcessesRequest
-	25, // 32: hull.agent.v1.Agent.PauseContainer:input_type -> hull.agent.v1.PauseContainerRequest
-	26, // 33: hull.agent.v1.Agent.ResumeContainer:input_type -> hull.agent.v1.ResumeContainerRequest
-	27, // 34: hull.agent.v1.Agent.UpdateContainer:input_type -> hull.agent.v1.UpdateContainerRequest
-	28, // 35: hull.agent.v1.Agent.StatsContainer:input_type -> hull.agent.v1.StatsContainerRequest
-	33, // 36: hull.agent.v1.Agent.GetOOMEvent:input_type -> hull.agent.v1.GetOOMEventRequest
-	37, // 37: hull.agent.v1.Agent.UpdateInterface:input_type -> hull.agent.v1.UpdateInterfaceRequest
-	40, // 38: hull.agent.v1.Agent.UpdateRoutes:input_type -> hull.agent.v1.UpdateRoutesRequest
-	42, // 39: hull.agent.v1.Agent.AddARPNeighbors:input_type -> hull.agent.v1.AddARPNeighborsRequest
-	43, // 40: hull.agent.v1.Agent.ListInterfaces:input_type -> hull.agent.v1.ListInterfacesRequest
-	45, // 41: hull.agent.v1.Agent.ListRoutes:input_type -> hull.agent.v1.ListRoutesRequest
-	46, // 42: hull.agent.v1.Agent.OnlineCPUMem:input_type -> hull.agent.v1.OnlineCPUMemRequest
-	3,  // 43: hull.agent.v1.Agent.Restored:input_type -> hull.agent.v1.RestoredRequest
-	2,  // 44: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
-	5,  // 45: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
-	50, // 46: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
-	50, // 47: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
-	50, // 48: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
-	50, // 49: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
-	50, // 50: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
-	50, // 51: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
-	50, // 52: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
-	15, // 53: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
-	17, // 54: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
-	50, // 55: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
-	20, // 56: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
-	20, // 57: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
-	50, // 58: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
-	24, // 59: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
-	50, // 60: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
-	50, // 61: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
-	50, // 62: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
-	32, // 63: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
-	34, // 64: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
-	36, // 65: hull.agent.v1.Agent.UpdateInterface:output_type -> hull.agent.v1.Interface
-	39, // 66: hull.agent.v1.Agent.UpdateRoutes:output_type -> hull.agent.v1.Routes
-	50, // 67: hull.agent.v1.Agent.AddARPNeighbors:output_type -> google.protobuf.Empty
-	44, // 68: hull.agent.v1.Agent.ListInterfaces:output_type -> hull.agent.v1.Interfaces
-	39, // 69: hull.agent.v1.Agent.ListRoutes:output_type -> hull.agent.v1.Routes
-	47, // 70: hull.agent.v1.Agent.OnlineCPUMem:output_type -> hull.agent.v1.OnlineCPUMemResponse
-	50, // 71: hull.agent.v1.Agent.Restored:output_type -> google.protobuf.Empty
-	44, // [44:72] is the sub-list for method output_type
-	16, // [16:44] is the sub-list for method input_type
+	20, // 28: hull.agent.v1.Agent.ReadStdout:input_type -> hull.agent.v1.ReadStreamRequest
+	20, // 29: hull.agent.v1.Agent.ReadStderr:input_type -> hull.agent.v1.ReadStreamRequest
+	22, // 30: hull.agent.v1.Agent.TtyWinResize:input_type -> hull.agent.v1.TtyWinResizeRequest
+	19, // 31: hull.agent.v1.Agent.CloseOutput:input_type -> hull.agent.v1.CloseOutputRequest
+	23, // 32: hull.agent.v1.Agent.ListProcesses:input_type -> hull.agent.v1.ListProcessesRequest
+	26, // 33: hull.agent.v1.Agent.PauseContainer:input_type -> hull.agent.v1.PauseContainerRequest
+	27, // 34: hull.agent.v1.Agent.ResumeContainer:input_type -> hull.agent.v1.ResumeContainerRequest
+	28, // 35: hull.agent.v1.Agent.UpdateContainer:input_type -> hull.agent.v1.UpdateContainerRequest
+	29, // 36: hull.agent.v1.Agent.StatsContainer:input_type -> hull.agent.v1.StatsContainerRequest
+	34, // 37: hull.agent.v1.Agent.GetOOMEvent:input_type -> hull.agent.v1.GetOOMEventRequest
+	38, // 38: hull.agent.v1.Agent.UpdateInterface:input_type -> hull.agent.v1.UpdateInterfaceRequest
+	41, // 39: hull.agent.v1.Agent.UpdateRoutes:input_type -> hull.agent.v1.UpdateRoutesRequest
+	43, // 40: hull.agent.v1.Agent.AddARPNeighbors:input_type -> hull.agent.v1.AddARPNeighborsRequest
+	44, // 41: hull.agent.v1.Agent.ListInterfaces:input_type -> hull.agent.v1.ListInterfacesRequest
+	46, // 42: hull.agent.v1.Agent.ListRoutes:input_type -> hull.agent.v1.ListRoutesRequest
+	47, // 43: hull.agent.v1.Agent.OnlineCPUMem:input_type -> hull.agent.v1.OnlineCPUMemRequest
+	3,  // 44: hull.agent.v1.Agent.Restored:input_type -> hull.agent.v1.RestoredRequest
+	2,  // 45: hull.agent.v1.Agent.Check:output_type -> hull.agent.v1.CheckResponse
+	5,  // 46: hull.agent.v1.Agent.Version:output_type -> hull.agent.v1.VersionResponse
+	51, // 47: hull.agent.v1.Agent.CreateSandbox:output_type -> google.protobuf.Empty
+	51, // 48: hull.agent.v1.Agent.DestroySandbox:output_type -> google.protobuf.Empty
+	51, // 49: hull.agent.v1.Agent.CreateContainer:output_type -> google.protobuf.Empty
+	51, // 50: hull.agent.v1.Agent.StartContainer:output_type -> google.protobuf.Empty
+	51, // 51: hull.agent.v1.Agent.RemoveContainer:output_type -> google.protobuf.Empty
+	51, // 52: hull.agent.v1.Agent.ExecProcess:output_type -> google.protobuf.Empty
+	51, // 53: hull.agent.v1.Agent.SignalProcess:output_type -> google.protobuf.Empty
+	15, // 54: hull.agent.v1.Agent.WaitProcess:output_type -> hull.agent.v1.WaitProcessResponse
+	17, // 55: hull.agent.v1.Agent.WriteStdin:output_type -> hull.agent.v1.WriteStreamResponse
+	51, // 56: hull.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
+	21, // 57: hull.agent.v1.Agent.ReadStdout:output_type -> hull.agent.v1.ReadStreamResponse
+	21, // 58: hull.agent.v1.Agent.ReadStderr:output_type -> hull.agent.v1.ReadStreamResponse
+	51, // 59: hull.agent.v1.Agent.TtyWinResize:output_type -> google.protobuf.Empty
+	51, // 60: hull.agent.v1.Agent.CloseOutput:output_type -> google.protobuf.Empty
+	25, // 61: hull.agent.v1.Agent.ListProcesses:output_type -> hull.agent.v1.ListProcessesResponse
+	51, // 62: hull.agent.v1.Agent.PauseContainer:output_type -> google.protobuf.Empty
+	51, // 63: hull.agent.v1.Agent.ResumeContainer:output_type -> google.protobuf.Empty
+	51, // 64: hull.agent.v1.Agent.UpdateContainer:output_type -> google.protobuf.Empty
+	33, // 65: hull.agent.v1.Agent.StatsContainer:output_type -> hull.agent.v1.StatsContainerResponse
+	35, // 66: hull.agent.v1.Agent.GetOOMEvent:output_type -> hull.agent.v1.OOMEvent
+	37, // 67: hull.agent.v1.Agent.UpdateInterface:output_type -> hull.agent.v1.Interface
+	40, // 68: hull.agent.v1.Agent.UpdateRoutes:output_type -> hull.agent.v1.Routes
+	51, // 69: hull.agent.v1.Agent.AddARPNeighbors:output_type -> google.protobuf.Empty
+	45, // 70: hull.agent.v1.Agent.ListInterfaces:output_type -> hull.agent.v1.Interfaces
+	40, // 71: hull.agent.v1.Agent.ListRoutes:output_type -> hull.agent.v1.Routes
+	48, // 72: hull.agent.v1.Agent.OnlineCPUMem:output_type -> hull.agent.v1.OnlineCPUMemResponse
+	51, // 73: hull.agent.v1.Agent.Restored:output_type -> google.protobuf.Empty
+	45, // [45:74] is the sub-list for method output_type
+	16, // [16:45] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -3027,7 +3095,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ type AgentService interface {
 	ReadStdout(context.Context, *ReadStreamRequest) (*ReadStreamResponse, error)
 	ReadStderr(context.Context, *ReadStreamRequest) (*ReadStreamResponse, error)
 	TtyWinResize(context.Context, *TtyWinResizeRequest) (*emptypb.Empty, error)
+	CloseOutput(context.Context, *CloseOutputRequest) (*emptypb.Empty, error)
 	ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error)
 	PauseContainer(context.Context, *PauseContainerRequest) (*emptypb.Empty, error)
 	ResumeContainer(context.Context, *ResumeContainerRequest) (*emptypb.Empty, error)
@@ -146,6 +147,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.TtyWinResize(ctx, &req)
+			},
+			"CloseOutput": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req CloseOutputRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.CloseOutput(ctx, &req)
 			},
 			"ListProcesses": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ListProcessesRequest
@@ -367,6 +375,14 @@ func (c *agentClient) ReadStderr(ctx context.Context, req *ReadStreamRequest) (*
 func (c *agentClient) TtyWinResize(ctx context.Context, req *TtyWinResizeRequest) (*emptypb.Empty, error) {
 	var resp emptypb.Empty
 	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "TtyWinResize", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) CloseOutput(ctx context.Context, req *CloseOutputRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "hull.agent.v1.Agent", "CloseOutput", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

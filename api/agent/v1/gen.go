@@ -6,4 +6,4 @@ package agent
 //go:generate protoc -I. -I/usr/include --go_out=. --go_opt=paths=source_relative --go-ttrpc_out=. --go-ttrpc_opt=paths=source_relative agent.proto
 
 // APIVersion is bumped when the service gains RPCs a host may depend on.
-const APIVersion = 8
+const APIVersion = 9
