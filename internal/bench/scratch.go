@@ -33,7 +33,7 @@ const ownerFile = "owner"
 // without removing theirs (kill -9): a benchmark's own clean-up cannot
 // run then, the next one's can.
 func Scratch(kind string) (string, func(), error) {
-	SweepScratch(os.TempDir())
+	sweepScratch(os.TempDir())
 	dir, err := os.MkdirTemp("", scratchPrefix+kind+"-")
 	if err != nil {
 		return "", nil, fmt.Errorf("creating bench directory: %w", err)
@@ -54,10 +54,10 @@ func Scratch(kind string) (string, func(), error) {
 	return dir, remove, nil
 }
 
-// SweepScratch removes the scratch directories under tmp whose benchmark
+// sweepScratch removes the scratch directories under tmp whose benchmark
 // has gone. A directory with no owner file, or one that another user
 // made, is left alone: it is not known to be stale.
-func SweepScratch(tmp string) {
+func sweepScratch(tmp string) {
 	dirs, _ := filepath.Glob(filepath.Join(tmp, scratchPrefix+"*"))
 	for _, dir := range dirs {
 		if !staleScratch(dir) {

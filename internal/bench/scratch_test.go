@@ -39,7 +39,7 @@ func TestSweepScratchRemovesOnlyDeadBenchmarks(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	SweepScratch(tmp)
+	sweepScratch(tmp)
 
 	for dir, want := range map[string]bool{live: true, gone: false, reused: false, unknown: true, garbled: true, other: true, file: true} {
 		_, err := os.Lstat(dir)

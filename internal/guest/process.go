@@ -197,19 +197,24 @@ func (p *process) resize(rows, cols uint16) error {
 	if p.tty == nil {
 		return errors.New("process has no terminal")
 	}
-	// Not p.tty.Fd(): that would make the master blocking, and a relay's
-	// read or write stuck in the kernel cannot be ended by closing it.
-	rc, err := p.tty.SyscallConn()
+	return withFD(p.tty, func(fd int) error {
+		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	})
+}
+
+// withFD runs fn on f's descriptor without f.Fd(), which would switch f
+// to blocking mode for good: a read or write of f then blocked in the
+// kernel cannot be ended by closing f.
+func withFD(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var ierr error
-	if err := rc.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
-	}); err != nil {
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
 		return err
 	}
-	return ierr
+	return ferr
 }
 
 func (p *process) signal(sig syscall.Signal) error {

@@ -88,28 +88,16 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) (*os.File
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", dev, err)
 	}
-	// The descriptor only through the raw connection: f.Fd() would make
-	// the port blocking, and the console driver blocks a write while no
-	// host is connected. A session's write racing its host's hang-up then
-	// sat in the kernel until the next host came, holding the session open
-	// (no reopened port for the pool's hand-over) and then handing that
-	// host a stale frame. Non-blocking, such a write waits in the poller,
-	// which closing the session ends.
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	onFD := func(fn func(fd int) error) error {
-		var ferr error
-		if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-			return err
-		}
-		return ferr
-	}
+	// The descriptor only through withFD: f.Fd() would make the port
+	// blocking, and the console driver blocks a write while no host is
+	// connected. A session's write racing its host's hang-up then sat in
+	// the kernel until the next host came, holding the session open (no
+	// reopened port for the pool's hand-over) and then handing that host a
+	// stale frame. Non-blocking, such a write waits in the poller, which
+	// closing the session ends.
 	recheck := time.Second
 	var flags int
-	err = onFD(func(fd int) error {
+	err = withFD(f, func(fd int) error {
 		var err error
 		if flags, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil {
 			return err
@@ -125,7 +113,7 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) (*os.File
 		recheck = 20 * time.Millisecond
 	} else {
 		defer func() { // no signals for data
-			_ = onFD(func(fd int) error { _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags); return err })
+			_ = withFD(f, func(fd int) error { _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags); return err })
 		}()
 	}
 	hostThere := func(fd int) error {
@@ -140,7 +128,7 @@ func waitHost(ctx context.Context, dev string, sigio <-chan os.Signal) (*os.File
 		case <-sigio: // from before this check
 		default:
 		}
-		if onFD(hostThere) == nil {
+		if withFD(f, hostThere) == nil {
 			return f, nil
 		}
 		select {

@@ -22,14 +22,12 @@ func TestWaitHostKeepsPortNonBlocking(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var flags int
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { flags, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil || ferr != nil {
-		t.Fatal(err, ferr)
+	if err := withFD(f, func(fd int) (err error) {
+		flags, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if flags&unix.O_NONBLOCK == 0 {
 		t.Error("the port is blocking: a write without a host would hang its session")
