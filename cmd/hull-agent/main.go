@@ -1,6 +1,7 @@
 // Command hull-agent is the guest agent: PID 1 of every hull VM. It serves
 // the agent API to the host and runs the containers of its sandbox. When
-// re-executed as "hull-agent init" it is libcontainer's container init.
+// re-executed as "hull-init" it is the containers' init (package cinit,
+// which takes over before the Go runtime starts).
 package main
 
 import (
@@ -8,19 +9,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
-	_ "github.com/opencontainers/runc/libcontainer/nsenter"
-
 	"github.com/hullrt/hull/internal/guest"
+	_ "github.com/hullrt/hull/internal/guest/ctr/cinit"
 )
-
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == "init" {
-		// libcontainer's nsexec has already run (C constructor); this
-		// finishes container set-up and execs the container process.
-		libcontainer.Init()
-	}
-}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "--version" {

@@ -11,12 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
-
-	// Registers the device-rule manager libcontainer applies cgroup device
-	// rules with (eBPF on cgroup v2).
-	_ "github.com/opencontainers/runc/libcontainer/cgroups/devices"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -27,13 +22,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agent "github.com/hullrt/hull/api/agent/v1"
+	"github.com/hullrt/hull/internal/guest/ctr"
 )
 
 // Version is the agent's version, set at build time.
 var Version = "dev"
-
-// stateRoot is where libcontainer keeps container state inside the guest.
-const stateRoot = "/run/hull/containers"
 
 var empty = &emptypb.Empty{}
 
@@ -50,7 +43,7 @@ type Agent struct {
 }
 
 type container struct {
-	c     *libcontainer.Container
+	c     *ctr.Container
 	spec  *specs.Spec // as created, with updates applied
 	init  *process
 	execs map[string]*process
@@ -177,7 +170,7 @@ func (a *Agent) mounted(mountPoint string) *agent.Storage {
 // it only right before the VM goes. Every container process is killed,
 // the filesystems on the containers' disks are unmounted (left clean), and
 // what the guest still holds unwritten goes out. Nothing else is undone:
-// cgroups, libcontainer's state and the shares' mounts live in the guest's
+// cgroups and the shares' mounts live in the guest's
 // memory and go with it, and undoing them cost ~10 ms of every teardown.
 func (a *Agent) DestroySandbox(context.Context, *agent.DestroySandboxRequest) (*emptypb.Empty, error) {
 	a.mu.Lock()
@@ -235,44 +228,59 @@ func (a *Agent) CreateContainer(ctx context.Context, r *agent.CreateContainerReq
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", r.ContainerId, err)
 	}
-	lc, err := libcontainer.Create(stateRoot, r.ContainerId, cfg)
+	lc, p, err := createContainer(r.ContainerId, cfg, spec.Process)
 	if err != nil {
-		return nil, err
-	}
-	p, err := a.startProcess(lc, spec.Process, true)
-	if err != nil {
-		_ = lc.Destroy()
-		return nil, err
+		return nil, status.Errorf(codes.FailedPrecondition, "creating container %s: %v", r.ContainerId, err)
 	}
 	a.containers[r.ContainerId] = &container{c: lc, spec: spec, init: p, execs: map[string]*process{}, storages: storages}
 	a.watchOOM(r.ContainerId, lc)
 	return empty, nil
 }
 
-// startProcess starts an init (held at the exec fifo until StartContainer)
-// or runs an exec process in lc.
-func (a *Agent) startProcess(lc *libcontainer.Container, sp *specs.Process, init bool) (*process, error) {
-	lp, err := newProcess(sp)
+// createContainer creates a container with sp as its init, held until
+// StartContainer.
+func createContainer(id string, cfg *configs.Config, sp *specs.Process) (*ctr.Container, *process, error) {
+	cp, err := newProcess(sp)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := newIO(cp, sp)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := ctr.Create(id, cfg, cp)
+	if err == nil {
+		err = p.started()
+	}
+	if err != nil {
+		if c != nil {
+			_ = c.Destroy()
+			_, _ = cp.Wait()
+		}
+		p.closeAll()
+		return nil, nil, err
+	}
+	go p.wait()
+	return c, p, nil
+}
+
+// execProcess runs sp in the running container c.
+func execProcess(c *ctr.Container, sp *specs.Process) (*process, error) {
+	cp, err := newProcess(sp)
 	if err != nil {
 		return nil, err
 	}
-	lp.Init = init
-	p, err := newIO(lp, sp.Terminal)
+	p, err := newIO(cp, sp)
 	if err != nil {
 		return nil, err
 	}
-	if init {
-		err = lc.Start(lp)
-	} else {
-		err = lc.Run(lp)
-	}
-	if err != nil {
+	if err := c.Exec(cp); err != nil {
 		p.closeAll()
 		return nil, err
 	}
 	if err := p.started(); err != nil {
-		_ = lp.Signal(unix.SIGKILL)
-		_, _ = lp.Wait()
+		_ = cp.Signal(unix.SIGKILL)
+		_, _ = cp.Wait()
 		p.closeAll()
 		return nil, err
 	}
@@ -285,7 +293,7 @@ func (a *Agent) StartContainer(ctx context.Context, r *agent.StartContainerReque
 	if err != nil {
 		return nil, err
 	}
-	if err := c.c.Exec(); err != nil {
+	if err := c.c.Start(); err != nil {
 		return nil, fmt.Errorf("starting container %s: %w", r.ContainerId, err)
 	}
 	return empty, nil
@@ -304,9 +312,8 @@ func (a *Agent) RemoveContainer(ctx context.Context, r *agent.RemoveContainerReq
 
 // kill sends SIGKILL to what still runs of the container. In a PID
 // namespace of its own, everything died with its init, and once that has
-// exited there is nothing to do (libcontainer's Signal, which would find
-// that out, costs ~3 ms under TCG); in a shared one, libcontainer kills
-// every process of the container's cgroup.
+// exited there is nothing to do; in a shared one, every process of the
+// container's cgroup is killed.
 func (c *container) kill() {
 	select {
 	case <-c.init.exited:
@@ -353,7 +360,7 @@ func (a *Agent) ExecProcess(ctx context.Context, r *agent.ExecProcessRequest) (*
 	if _, ok := c.execs[r.ExecId]; ok {
 		return nil, status.Errorf(codes.AlreadyExists, "exec %s already exists in container %s", r.ExecId, r.ContainerId)
 	}
-	p, err := a.startProcess(c.c, &sp, false)
+	p, err := execProcess(c.c, &sp)
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %s: %w", r.ContainerId, err)
 	}
@@ -471,8 +478,8 @@ func (a *Agent) initPid(id string) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	pid, err := c.init.lp.Pid()
-	return pid, err == nil
+	pid := c.init.cp.Pid()
+	return pid, pid > 0
 }
 
 func (a *Agent) container(id string) (*container, error) {
@@ -504,7 +511,7 @@ func (a *Agent) process(cid, eid string) (*process, error) {
 
 // watchOOM forwards the OOM kills in container id's cgroup to GetOOMEvent.
 // The watch ends when the cgroup goes away.
-func (a *Agent) watchOOM(id string, lc *libcontainer.Container) {
+func (a *Agent) watchOOM(id string, lc *ctr.Container) {
 	ch, err := lc.NotifyOOM()
 	if err != nil {
 		logrus.WithError(err).Warnf("watching %s for OOM kills", id)

@@ -1,7 +1,7 @@
 // Package guest is the inside of the VM: what hull-agent does as PID 1 of the
 // guest. It prepares the guest (mounts, kernel modules, cgroups), serves the
-// agent API over the host channel, and runs containers with runc's
-// libcontainer. Nothing here runs on the host.
+// agent API over the host channel, and runs containers with hull-init
+// (package ctr). Nothing here runs on the host.
 package guest
 
 import (
@@ -68,7 +68,7 @@ func Boot() error {
 }
 
 // leaveRootfs moves the process onto a bind mount of the initramfs. The
-// initramfs root has no parent mount, so pivot_root(2) - which libcontainer
+// initramfs root has no parent mount, so pivot_root(2) - which hull-init
 // uses to enter a container's root - refuses to run from it; a bind mount
 // on top of it has one. This costs nothing, unlike copying to a tmpfs.
 func leaveRootfs() error {

@@ -117,12 +117,9 @@ func (a *Agent) UpdateContainer(ctx context.Context, r *agent.UpdateContainerReq
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "resources: %v", err)
 	}
-	cfg := c.c.Config()
-	old := cfg.Cgroups.Resources
 	nr := cg.Resources
-	nr.Devices = old.Devices // device rules are not updatable
-	cfg.Cgroups.Resources = nr
-	if err := c.c.Set(cfg); err != nil {
+	nr.Devices = c.c.Config().Cgroups.Resources.Devices // device rules are not updatable
+	if err := c.c.Set(nr); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "updating container %s: %v", r.ContainerId, err)
 	}
 	c.spec = &spec
@@ -138,10 +135,7 @@ func (a *Agent) StatsContainer(ctx context.Context, r *agent.StatsContainerReque
 	if err != nil {
 		return nil, fmt.Errorf("reading stats of %s: %w", r.ContainerId, err)
 	}
-	cs := st.CgroupStats
-	if cs == nil {
-		return &agent.StatsContainerResponse{}, nil
-	}
+	cs := st
 	cpu := cs.CpuStats
 	mem := cs.MemoryStats
 	return &agent.StatsContainerResponse{

@@ -19,11 +19,11 @@ import (
 const prefetchMax = 8 << 20
 
 // defaultPath is where the container's executable is looked for when its
-// environment has no PATH (libcontainer's init looks it up likewise).
+// environment has no PATH (hull-init looks it up likewise).
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // prefetchEntrypoint asks the kernel to read the container's executable
-// into the page cache while libcontainer creates the container, so that
+// into the page cache while hull-init creates the container, so that
 // the exec at StartContainer finds its pages there instead of reading
 // them through the shared filesystem then: the share keeps a file's pages
 // across opens (docs/design/004-shared-rootfs.md). The reads are

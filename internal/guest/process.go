@@ -10,9 +10,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/hullrt/hull/internal/guest/ctr"
 )
 
 // maxReadChunk bounds one ReadStdout/ReadStderr answer, well under ttrpc's
@@ -21,7 +23,9 @@ const maxReadChunk = 1 << 20
 
 // process is one process the agent runs: a container's init or an exec.
 type process struct {
-	lp *libcontainer.Process
+	cp *ctr.Process
+	// consoleSize is the terminal's first size, rows and columns.
+	consoleSize [2]uint16
 
 	stdin  io.WriteCloser // nil once closed
 	stdout io.ReadCloser
@@ -42,18 +46,21 @@ type process struct {
 	exitedAt time.Time
 }
 
-// newIO wires stdio for lp: pipes, or a console socket on which
-// libcontainer hands back the pty master it creates inside the container.
-func newIO(lp *libcontainer.Process, terminal bool) (*process, error) {
-	p := &process{lp: lp, exited: make(chan struct{})}
-	if terminal {
+// newIO wires stdio for cp: pipes, or a console socket on which
+// hull-init hands back the pty master it creates inside the container.
+func newIO(cp *ctr.Process, sp *specs.Process) (*process, error) {
+	p := &process{cp: cp, exited: make(chan struct{})}
+	if sp.Terminal {
+		if sz := sp.ConsoleSize; sz != nil && sz.Height <= 0xffff && sz.Width <= 0xffff {
+			p.consoleSize = [2]uint16{uint16(sz.Height), uint16(sz.Width)}
+		}
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return nil, fmt.Errorf("creating console socket: %w", err)
 		}
 		p.console = os.NewFile(uintptr(fds[0]), "console-parent")
 		child := os.NewFile(uintptr(fds[1]), "console-child")
-		lp.ConsoleSocket = child
+		cp.Terminal, cp.ConsoleSocket = true, child
 		p.childFiles = append(p.childFiles, child)
 		return p, nil
 	}
@@ -66,14 +73,14 @@ func newIO(lp *libcontainer.Process, terminal bool) (*process, error) {
 		}
 		pipes[i] = [2]*os.File{r, w}
 	}
-	p.stdin, lp.Stdin = pipes[0][1], pipes[0][0]
-	p.stdout, lp.Stdout = pipes[1][0], pipes[1][1]
-	p.stderr, lp.Stderr = pipes[2][0], pipes[2][1]
+	p.stdin, cp.Stdin = pipes[0][1], pipes[0][0]
+	p.stdout, cp.Stdout = pipes[1][0], pipes[1][1]
+	p.stderr, cp.Stderr = pipes[2][0], pipes[2][1]
 	p.childFiles = []*os.File{pipes[0][0], pipes[1][1], pipes[2][1]}
 	return p, nil
 }
 
-// started finishes the I/O set-up once libcontainer has started the process.
+// started finishes the I/O set-up once hull-init has started the process.
 func (p *process) started() error {
 	for _, f := range p.childFiles {
 		f.Close()
@@ -90,15 +97,15 @@ func (p *process) started() error {
 	p.tty = master
 	p.stdin = master
 	p.stdout = master
-	if p.lp.ConsoleWidth != 0 && p.lp.ConsoleHeight != 0 {
-		_ = p.resize(p.lp.ConsoleHeight, p.lp.ConsoleWidth)
+	if p.consoleSize[0] != 0 && p.consoleSize[1] != 0 {
+		_ = p.resize(p.consoleSize[0], p.consoleSize[1])
 	}
 	return nil
 }
 
 // wait reaps the process and records how it ended.
 func (p *process) wait() {
-	state, err := p.lp.Wait()
+	state, err := p.cp.Wait()
 	p.status = exitStatus(state, err)
 	p.exitedAt = time.Now()
 	close(p.exited)
@@ -218,7 +225,7 @@ func withFD(f *os.File, fn func(fd int) error) error {
 }
 
 func (p *process) signal(sig syscall.Signal) error {
-	return p.lp.Signal(sig)
+	return p.cp.Signal(sig)
 }
 
 // closeAll releases every descriptor the agent holds for the process.

@@ -7,15 +7,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hullrt/hull/internal/guest/ctr"
 )
 
 // TestCloseOutputFailsTheWriter: once the host's reader has gone, the
 // process's writes fail with EPIPE, as on a pipe whose reader exited, and
 // a read that was waiting for output ends at EOF.
 func TestCloseOutputFailsTheWriter(t *testing.T) {
-	lp := &libcontainer.Process{}
-	p, err := newIO(lp, false)
+	lp := &ctr.Process{}
+	p, err := newIO(lp, &specs.Process{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,14 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
-	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/hullrt/hull/internal/guest/ctr"
 )
 
 // CRI annotations that make a container a member of a pod.
@@ -88,7 +88,7 @@ func guestSpec(id string, raw []byte, sandboxPid func(id string) (int, bool)) (_
 	}
 	s.Linux.Namespaces = namespaces
 	// Network sysctls are the guest network's, which every container of
-	// the pod shares: applySysctls sets them there, not libcontainer.
+	// the pod shares: applySysctls sets them there, not hull-init.
 	for k := range s.Linux.Sysctl {
 		// runc takes "net.ipv4.x" and "net/ipv4/x" alike.
 		name := strings.ReplaceAll(k, "/", ".")
@@ -119,25 +119,20 @@ func libcontainerConfig(id string, s *specs.Spec) (*configs.Config, error) {
 	})
 }
 
-// newProcess converts an OCI process into libcontainer's form.
-func newProcess(p *specs.Process) (*libcontainer.Process, error) {
-	nnp := p.NoNewPrivileges
-	lp := &libcontainer.Process{
+// newProcess converts an OCI process into hull-init's form (stdio is
+// newIO's).
+func newProcess(p *specs.Process) (*ctr.Process, error) {
+	cp := &ctr.Process{
 		Args:            p.Args,
 		Env:             p.Env,
-		User:            fmt.Sprintf("%d:%d", p.User.UID, p.User.GID),
 		Cwd:             p.Cwd,
-		NoNewPrivileges: &nnp,
-	}
-	if lp.Cwd == "" {
-		lp.Cwd = "/"
-	}
-	if p.ConsoleSize != nil {
-		lp.ConsoleWidth = uint16(p.ConsoleSize.Width)
-		lp.ConsoleHeight = uint16(p.ConsoleSize.Height)
+		UID:             p.User.UID,
+		GID:             p.User.GID,
+		AdditionalGids:  p.User.AdditionalGids,
+		NoNewPrivileges: p.NoNewPrivileges,
 	}
 	if c := p.Capabilities; c != nil {
-		lp.Capabilities = &configs.Capabilities{
+		cp.Capabilities = &configs.Capabilities{
 			Bounding:    c.Bounding,
 			Effective:   c.Effective,
 			Inheritable: c.Inheritable,
@@ -145,17 +140,14 @@ func newProcess(p *specs.Process) (*libcontainer.Process, error) {
 			Ambient:     c.Ambient,
 		}
 	}
-	for _, gid := range p.User.AdditionalGids {
-		lp.AdditionalGroups = append(lp.AdditionalGroups, strconv.FormatUint(uint64(gid), 10))
-	}
 	for _, r := range p.Rlimits {
 		t, ok := rlimits[r.Type]
 		if !ok {
 			return nil, fmt.Errorf("unknown rlimit type %q", r.Type)
 		}
-		lp.Rlimits = append(lp.Rlimits, configs.Rlimit{Type: t, Hard: r.Hard, Soft: r.Soft})
+		cp.Rlimits = append(cp.Rlimits, configs.Rlimit{Type: t, Hard: r.Hard, Soft: r.Soft})
 	}
-	return lp, nil
+	return cp, nil
 }
 
 var rlimits = map[string]int{

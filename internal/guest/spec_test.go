@@ -28,7 +28,7 @@ func TestGuestSpec(t *testing.T) {
 		t.Errorf("network sysctls for the guest %v", sysctls)
 	}
 	if len(s.Linux.Sysctl) != 1 || s.Linux.Sysctl["kernel.msgmax"] != "8192" {
-		t.Errorf("sysctls left to libcontainer %v, want the ipc one", s.Linux.Sysctl)
+		t.Errorf("sysctls left to the container %v, want the ipc one", s.Linux.Sysctl)
 	}
 	if s.Linux.CgroupsPath != "/hull/c1" {
 		t.Errorf("cgroups path %q", s.Linux.CgroupsPath)
@@ -76,7 +76,7 @@ func TestNewProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lp.User != "1000:100" || lp.Cwd != "/" || !*lp.NoNewPrivileges || len(lp.AdditionalGroups) != 2 {
+	if lp.UID != 1000 || lp.GID != 100 || !lp.NoNewPrivileges || len(lp.AdditionalGids) != 2 || lp.Args[0] != "sh" || lp.Env[0] != "A=1" {
 		t.Errorf("converted badly: %+v", lp)
 	}
 	if len(lp.Rlimits) != 1 || lp.Rlimits[0].Soft != 512 || lp.Capabilities.Bounding[0] != "CAP_KILL" {

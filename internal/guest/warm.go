@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -41,7 +40,7 @@ func (a *Agent) createWarm() error {
 			return err
 		}
 	}
-	// runc init looks its executable up before it waits for start: an
+	// hull-init looks its executable up before it waits for start: an
 	// empty file with the x bit passes, and is never run.
 	if err := os.WriteFile(filepath.Join(rootfs, "true"), nil, 0o755); err != nil {
 		return err
@@ -62,21 +61,15 @@ func (a *Agent) createWarm() error {
 	if err != nil {
 		return err
 	}
-	lc, err := libcontainer.Create(stateRoot, warmID, cfg)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := lc.Destroy(); err != nil {
-			logrus.WithError(err).Debug("removing the warm-up container")
-		}
-	}()
-	p, err := a.startProcess(lc, spec.Process, true)
+	lc, p, err := createContainer(warmID, cfg, spec.Process)
 	if err != nil {
 		return fmt.Errorf("creating: %w", err)
 	}
 	_ = lc.Signal(unix.SIGKILL)
 	<-p.exited
 	p.closeAll()
+	if err := lc.Destroy(); err != nil {
+		logrus.WithError(err).Debug("removing the warm-up container")
+	}
 	return nil
 }
