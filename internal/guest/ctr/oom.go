@@ -2,12 +2,10 @@ package ctr
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"unsafe"
 
+	"github.com/opencontainers/runc/libcontainer/cgroups/fscommon"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -51,33 +49,18 @@ func (c *Container) NotifyOOM() (<-chan struct{}, error) {
 					return // the cgroup went away
 				}
 				if int(ev.Wd) == events {
-					if kills, ok := eventCount(dir, "memory.events", "oom_kill"); ok && kills > seen {
+					if kills, err := fscommon.GetValueByKey(dir, "memory.events", "oom_kill"); err == nil && kills > seen {
 						seen = kills
 						select {
 						case ch <- struct{}{}:
 						default:
 						}
 					}
-				} else if populated, ok := eventCount(dir, "cgroup.events", "populated"); !ok || populated == 0 {
+				} else if populated, err := fscommon.GetValueByKey(dir, "cgroup.events", "populated"); err != nil || populated == 0 {
 					return
 				}
 			}
 		}
 	}()
 	return ch, nil
-}
-
-// eventCount reads key's value from a flat-keyed cgroup file.
-func eventCount(dir, file, key string) (uint64, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, file))
-	if err != nil {
-		return 0, false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, key+" "); ok {
-			n, err := strconv.ParseUint(v, 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
 }

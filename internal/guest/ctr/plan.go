@@ -3,6 +3,7 @@ package ctr
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,7 +118,7 @@ func rootfsPlan(p *plan, cfg *configs.Config) error {
 		}
 	}
 	p.op("pivot")
-	for _, k := range sortedKeys(cfg.Sysctl) {
+	for _, k := range slices.Sorted(maps.Keys(cfg.Sysctl)) {
 		p.op("write", "/proc/sys/"+strings.ReplaceAll(k, ".", "/"), cfg.Sysctl[k])
 	}
 	for _, path := range cfg.ReadonlyPaths {
@@ -211,13 +212,4 @@ func processPlan(p *plan, proc *Process, consoleFD int) error {
 	}
 	p.op(append([]string{"exec"}, proc.Args...)...)
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

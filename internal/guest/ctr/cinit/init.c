@@ -359,51 +359,49 @@ static void op_mount(char **f) {
 	close(fd);
 }
 
-// op_mknod: mknod PATH MODE MAJOR MINOR UID GID (MODE holds the type).
-static void op_mknod(char **f) {
-	const char *path = f[1];
-	mode_t mode = (mode_t)num(f[2], "mode");
-	dev_t dev = makedev(num(f[3], "major"), num(f[4], "minor"));
-	char *dir = strdup(path), *slash = strrchr(dir, '/');
+// open_parent opens, as a directory, the parent of path inside the root
+// (created when missing) and returns path's last component in *base.
+// what names the operation in errors.
+static int open_parent(const char *what, const char *path, const char **base) {
+	char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
 	if (!slash || !slash[1])
-		failx("mknod %s: not a file path", path);
+		failx("%s %s: not a file path", what, path);
 	*slash = '\0';
+	*base = path + (slash - dir) + 1;
 	int d = resolve(*dir ? dir : "/", MAKE_DIR);
 	if (d < 0)
-		fail("mknod %s: creating its directory", path);
+		fail("%s %s: creating its directory", what, path);
 	int dfd = openat(d, ".", O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
-		fail("mknod %s: opening its directory", path);
-	if (mknodat(dfd, slash + 1, mode, dev) != 0 && errno != EEXIST)
-		fail("mknod %s", path);
-	if (fchownat(dfd, slash + 1, (uid_t)num(f[5], "uid"), (gid_t)num(f[6], "gid"), AT_SYMLINK_NOFOLLOW) != 0)
-		fail("chown %s", path);
-	close(dfd);
+		fail("%s %s: opening its directory", what, path);
 	close(d);
 	free(dir);
+	return dfd;
+}
+
+// op_mknod: mknod PATH MODE MAJOR MINOR UID GID (MODE holds the type).
+static void op_mknod(char **f) {
+	const char *path = f[1], *base;
+	mode_t mode = (mode_t)num(f[2], "mode");
+	dev_t dev = makedev(num(f[3], "major"), num(f[4], "minor"));
+	int dfd = open_parent("mknod", path, &base);
+	if (mknodat(dfd, base, mode, dev) != 0 && errno != EEXIST)
+		fail("mknod %s", path);
+	if (fchownat(dfd, base, (uid_t)num(f[5], "uid"), (gid_t)num(f[6], "gid"), AT_SYMLINK_NOFOLLOW) != 0)
+		fail("chown %s", path);
+	close(dfd);
 }
 
 // op_symlink: symlink TARGET PATH; an existing PATH is replaced when it
 // is not a directory.
 static void op_symlink(char **f) {
-	const char *target = f[1], *path = f[2];
-	char *dir = strdup(path), *slash = strrchr(dir, '/');
-	if (!slash || !slash[1])
-		failx("symlink %s: not a file path", path);
-	*slash = '\0';
-	int d = resolve(*dir ? dir : "/", MAKE_DIR);
-	if (d < 0)
-		fail("symlink %s: creating its directory", path);
-	int dfd = openat(d, ".", O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		fail("symlink %s: opening its directory", path);
-	if (symlinkat(target, dfd, slash + 1) != 0) {
-		if (errno != EEXIST || unlinkat(dfd, slash + 1, 0) != 0 || symlinkat(target, dfd, slash + 1) != 0)
+	const char *target = f[1], *path = f[2], *base;
+	int dfd = open_parent("symlink", path, &base);
+	if (symlinkat(target, dfd, base) != 0) {
+		if (errno != EEXIST || unlinkat(dfd, base, 0) != 0 || symlinkat(target, dfd, base) != 0)
 			fail("symlink %s", path);
 	}
 	close(dfd);
-	close(d);
-	free(dir);
 }
 
 // op_pivot: pivot_root into the root and detach the old one.
