@@ -242,9 +242,14 @@ func TestContainerdTTY(t *testing.T) {
 		t.Skip("no script(1) to provide a pty")
 	}
 	c := startContainerd(t, e)
-	cmdline := fmt.Sprintf("stty rows 33 cols 99; ctr --address %s run --rm -t --runtime io.containerd.hull.v2 %s tty sh -c 'tty; stty size'", c.sock, testImage)
+	// ctr sends the terminal's size only once the task has started, so
+	// the shell polls for it (busybox's stty prints nothing and exits 0
+	// while the terminal has no size).
+	const poll = `tty; i=0; s=$(stty size 2>/dev/null); until [ -n "$s" ] || [ $i -ge 100 ]; do ` +
+		`sleep 0.1; i=$((i+1)); s=$(stty size 2>/dev/null); done; echo "size $s"`
+	cmdline := fmt.Sprintf("stty rows 33 cols 99; ctr --address %s run --rm -t --runtime io.containerd.hull.v2 %s tty sh -c '%s'", c.sock, testImage, poll)
 	out, err := exec.Command("script", "-qec", cmdline, "/dev/null").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "33 99") {
+	if err != nil || !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "size 33 99") {
 		t.Fatalf("ctr run -t: %v: %q", err, out)
 	}
 }

@@ -400,7 +400,7 @@ func TestDocker(t *testing.T) {
 		}
 		defer w.Close()
 		cmd.Stdin = in
-		var out bytes.Buffer
+		var out lockedBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -411,21 +411,38 @@ func TestDocker(t *testing.T) {
 		// docker 20.10 sets the container's terminal size only after
 		// ContainerStart returns (API 1.41 has no HostConfig.ConsoleSize),
 		// so the shell may run before the size arrives, with any runtime:
-		// it polls for up to 10 s, and "30 100" shows the resize arrived.
-		const line = "echo hi $((6*7)); tty; i=0; until stty size 2>/dev/null; do " +
-			"i=$((i+1)); [ $i -ge 100 ] && break; sleep 0.1; done; exit 7\n"
+		// it polls for up to 10 s, and "size 30 100" shows the resize
+		// arrived. busybox's stty exits 0 without printing a size while
+		// the terminal has none, so the poll looks at what it prints.
+		// Then the shell reads its exit status from the terminal: the
+		// test types it once it has seen everything it checks, so the
+		// checks do not race the end of the container's output.
+		const line = "echo hi $((6*7)); tty; i=0; s=$(stty size 2>/dev/null); " +
+			"until [ -n \"$s\" ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); s=$(stty size 2>/dev/null); done; " +
+			"echo \"size $s\"; echo read''y; read x; exit $x\n"
 		if _, err := w.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		// The quotes keep "ready" out of the terminal's echo of the line.
+		shellDone := false
+		for deadline := time.Now().Add(time.Minute); !shellDone && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			shellDone = strings.Contains(out.String(), "ready")
+		}
+		if !shellDone {
+			t.Errorf("the shell did not get to its read within a minute; output %q", out.String())
+		}
+		for _, want := range []string{"hi 42", "/dev/pts/", "size 30 100"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("output %q lacks %q", out.String(), want)
+			}
+		}
+		if _, err := w.Write([]byte("7\n")); err != nil {
 			t.Fatal(err)
 		}
 		err = cmd.Wait()
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 7 {
-			t.Errorf("docker run -it: %v, want exit 7; output %q", err, out.String())
-		}
-		for _, want := range []string{"hi 42", "/dev/pts/", "30 100"} {
-			if !strings.Contains(out.String(), want) {
-				t.Errorf("output %q lacks %q", out.String(), want)
-			}
+			t.Errorf("docker run -it: %v, want exit 7 (typed after start); output %q", err, out.String())
 		}
 		id, _ := os.ReadFile(cidfile)
 		d.waitContainerGone(t, string(id))
