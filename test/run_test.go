@@ -176,9 +176,17 @@ func TestRunReadonlyRoot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(ro, "rootfs/written")); err == nil {
 		t.Error("file written through a read-only root")
 	}
-	rw := makeBundle(t, []string{"sh", "-c", "echo persisted > /written"}, nil)
-	if r := h.run(t, nil, "run", "--bundle", rw, "rw"); r.code != 0 {
+	// rootfsPropagation "rshared" (pivot_root refuses a shared parent
+	// unless it is made private first, as runc does) ends with a shared /.
+	rw := makeBundle(t, []string{"sh", "-c", `echo persisted > /written; ` +
+		`awk '$5 == "/" { for (i = 7; $i != "-"; i++) if ($i ~ /^shared:/) print "root shared" }' /proc/self/mountinfo`},
+		func(s *specs.Spec) { s.Linux.RootfsPropagation = "rshared" })
+	r := h.run(t, nil, "run", "--bundle", rw, "rw")
+	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if r.stdout != "root shared\n" {
+		t.Errorf("with rootfsPropagation rshared, the container printed %q, want a shared /", r.stdout)
 	}
 	b, err := os.ReadFile(filepath.Join(rw, "rootfs/written"))
 	if err != nil || string(b) != "persisted\n" {

@@ -141,3 +141,56 @@ func TestCreateFailsCleanly(t *testing.T) {
 		}
 	}
 }
+
+// A plan hull-init would refuse is refused before anything starts, with
+// the reason rather than a broken pipe.
+func TestCreateRefusesOversizedPlan(t *testing.T) {
+	needRoot(t)
+	cfg, s := testConfig(t, nil)
+	p, _ := processOf(s, "true")
+	p.Env = append(p.Env, "BIG="+strings.Repeat("x", planMax))
+	_, err := Create("big", cfg, p)
+	if err == nil || !strings.Contains(err.Error(), "more than hull-init's limit") {
+		t.Errorf("error %v, want the plan's size refused", err)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", cfg.Cgroups.Path)); !os.IsNotExist(err) {
+		t.Errorf("the cgroup was left: %v", err)
+	}
+}
+
+// rootfsPropagation as runc applies it: pivot_root works whatever the
+// propagation, and "/" in the container ends with the one asked for.
+func TestRootPropagation(t *testing.T) {
+	needRoot(t)
+	// Whether a slave shows "master:" depends on the test's own mount
+	// namespace: only shared or not is checked.
+	for _, tc := range []struct {
+		prop   string
+		shared bool
+	}{{"", false}, {"rslave", false}, {"rprivate", false}, {"rshared", true}} {
+		name := tc.prop
+		if name == "" {
+			name = "unset"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg, s := testConfig(t, func(s *specs.Spec) { s.Linux.RootfsPropagation = tc.prop })
+			// The optional fields of / in the container's mountinfo.
+			p, out := processOf(s, "sh", "-c", `awk '$5 == "/" { o = ""; for (i = 7; $i != "-"; i++) o = o " " $i; print "opt[" o "]" }' /proc/self/mountinfo`)
+			c, err := Create("prop"+tc.prop, cfg, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Destroy()
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Wait(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			got := out.String()
+			if !strings.HasPrefix(got, "opt[") || strings.Contains(got, "shared:") != tc.shared {
+				t.Errorf("/ in the container: %q, want shared %v", got, tc.shared)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
@@ -80,6 +81,9 @@ func spawn(mode string, pl *plan, proc *Process, cloneflags uintptr, cgroupFD in
 	if pl.err != nil {
 		return nil, pl.err
 	}
+	if len(pl.buf) > planMax {
+		return nil, fmt.Errorf("the process's set-up (mounts, arguments, environment) takes %d bytes, more than hull-init's limit of %d", len(pl.buf), planMax)
+	}
 	planR, planW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -119,8 +123,15 @@ func spawn(mode string, pl *plan, proc *Process, cloneflags uintptr, cgroupFD in
 	syncW.Close()
 	// The plan fits the pipe or hull-init reads it while we write.
 	if _, err := planW.Write(pl.buf); err != nil {
+		// hull-init stopped reading: it failed, and says why on the
+		// sync channel before it exits.
+		_ = syncR.SetReadDeadline(time.Now().Add(5 * time.Second))
+		msg, _ := io.ReadAll(io.LimitReader(syncR, 8192))
 		syncR.Close()
 		proc.kill()
+		if len(msg) > 0 {
+			return nil, syncError(msg)
+		}
 		return nil, fmt.Errorf("writing the plan: %w", err)
 	}
 	planW.Close()

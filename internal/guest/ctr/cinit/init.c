@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
 #include <sched.h>
@@ -65,6 +66,7 @@ static int root_fd = -1;       // the container's root: all paths resolve in it
 static const char *cwd_later;  // a cwd root could not enter, tried again as the user
 static char **proc_env;        // the process's environment ("env" operation)
 static int console_master = -1, console_slave = -1;
+static unsigned long root_prop; // rootfsPropagation: "/" gets it after pivot_root
 
 static void report(const char *msg) {
 	size_t n = strlen(msg);
@@ -304,6 +306,64 @@ static void remount_ro(const char *path) {
 
 #define PROPAGATION (MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE)
 
+// unescape decodes a mountinfo path's octal escapes ("\040") in place.
+static void unescape(char *s) {
+	char *w = s;
+	for (char *r = s; *r; r++, w++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+			*w = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
+			r += 3;
+		} else {
+			*w = *r;
+		}
+	}
+	*w = 0;
+}
+
+// make_parent_private makes the mount that holds PATH private when it is
+// shared, as runc does: pivot_root refuses a new root whose parent mount
+// is shared, which it is under rootfsPropagation "rshared". Only that
+// mount changes, not the ones below it.
+static void make_parent_private(const char *path) {
+	char real[PATH_MAX], best[PATH_MAX] = "";
+	if (!realpath(path, real))
+		fail("resolving the rootfs %s", path);
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	if (!mi)
+		fail("opening /proc/self/mountinfo");
+	char *line = NULL;
+	size_t cap = 0, bestlen = 0;
+	int shared = 0;
+	while (getline(&line, &cap, mi) > 0) {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE ...
+		char *save, *mp = NULL;
+		int i = 0, sh = 0;
+		for (char *t = strtok_r(line, " \n", &save); t; t = strtok_r(NULL, " \n", &save), i++) {
+			if (i == 4)
+				mp = t;
+			else if (i >= 6 && !strcmp(t, "-"))
+				break;
+			else if (i >= 6 && !strncmp(t, "shared:", 7))
+				sh = 1;
+		}
+		if (!mp)
+			continue;
+		unescape(mp);
+		size_t n = strlen(mp);
+		int holds = !strcmp(mp, "/") || (!strncmp(real, mp, n) && (real[n] == '/' || real[n] == 0));
+		// The last of the mounts on one point is the visible one.
+		if (holds && n >= bestlen && n < sizeof(best)) {
+			memcpy(best, mp, n + 1);
+			bestlen = n;
+			shared = sh;
+		}
+	}
+	free(line);
+	fclose(mi);
+	if (shared && mount("", best, "", MS_PRIVATE, NULL) != 0)
+		fail("making %s private", best);
+}
+
 // op_root: root PATH PROPAGATION. Sets the propagation of / (rslave when
 // 0), binds PATH onto itself (pivot_root wants a mount) and makes it the
 // root that paths resolve in.
@@ -311,6 +371,8 @@ static void op_root(char **f) {
 	unsigned long prop = num(f[2], "propagation");
 	if (mount("", "/", "", prop ? prop : MS_SLAVE | MS_REC, NULL) != 0)
 		fail("setting the propagation of /");
+	root_prop = prop;
+	make_parent_private(f[1]);
 	if (mount(f[1], f[1], "", MS_BIND | MS_REC, NULL) != 0)
 		fail("binding the rootfs %s", f[1]);
 	root_fd = open(f[1], O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -421,6 +483,10 @@ static void op_pivot(void) {
 		fail("detaching the old root");
 	if (chdir("/") != 0)
 		fail("chdir /");
+	// Now that "/" is the container's root, it gets the propagation the
+	// spec asked for, as in runc.
+	if (root_prop && mount("", "/", "", root_prop, NULL) != 0)
+		fail("setting the root's propagation");
 	close(old);
 	close(root_fd);
 	root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
