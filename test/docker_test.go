@@ -423,14 +423,13 @@ func TestDocker(t *testing.T) {
 		if _, err := w.Write([]byte(line)); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("output %q", out.String())
+			}
+		})
 		// The quotes keep "ready" out of the terminal's echo of the line.
-		shellDone := false
-		for deadline := time.Now().Add(time.Minute); !shellDone && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			shellDone = strings.Contains(out.String(), "ready")
-		}
-		if !shellDone {
-			t.Errorf("the shell did not get to its read within a minute; output %q", out.String())
-		}
+		waitFor(t, "shell at its read", time.Minute, func() bool { return strings.Contains(out.String(), "ready") })
 		for _, want := range []string{"hi 42", "/dev/pts/", "size 30 100"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("output %q lacks %q", out.String(), want)

@@ -15,11 +15,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A plan is what hull-init (cinit/init.c) carries out, in order: each
-// operation a count of fields, then each field as a length and its bytes.
 // planMax is the largest plan hull-init takes (PLAN_MAX in init.c).
 const planMax = 4 << 20
 
+// A plan is what hull-init (cinit/init.c) carries out, in order: each
+// operation a count of fields, then each field as a length and its bytes.
 type plan struct {
 	buf []byte
 	err error

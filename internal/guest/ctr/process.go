@@ -126,11 +126,11 @@ func spawn(mode string, pl *plan, proc *Process, cloneflags uintptr, cgroupFD in
 		// hull-init stopped reading: it failed, and says why on the
 		// sync channel before it exits.
 		_ = syncR.SetReadDeadline(time.Now().Add(5 * time.Second))
-		msg, _ := io.ReadAll(io.LimitReader(syncR, 8192))
+		why := awaitExec(syncR)
 		syncR.Close()
 		proc.kill()
-		if len(msg) > 0 {
-			return nil, syncError(msg)
+		if why != nil && !errors.Is(why, os.ErrDeadlineExceeded) {
+			return nil, why
 		}
 		return nil, fmt.Errorf("writing the plan: %w", err)
 	}

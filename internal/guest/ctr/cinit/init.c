@@ -369,10 +369,14 @@ static void make_parent_private(const char *path) {
 // root that paths resolve in.
 static void op_root(char **f) {
 	unsigned long prop = num(f[2], "propagation");
-	if (mount("", "/", "", prop ? prop : MS_SLAVE | MS_REC, NULL) != 0)
+	unsigned long set = prop ? prop : MS_SLAVE | MS_REC;
+	if (mount("", "/", "", set, NULL) != 0)
 		fail("setting the propagation of /");
 	root_prop = prop;
-	make_parent_private(f[1]);
+	// A recursive slave, private or unbindable leaves no mount shared
+	// (the default, rslave, among them): nothing to look up then.
+	if (!(set & MS_REC) || (set & MS_SHARED))
+		make_parent_private(f[1]);
 	if (mount(f[1], f[1], "", MS_BIND | MS_REC, NULL) != 0)
 		fail("binding the rootfs %s", f[1]);
 	root_fd = open(f[1], O_PATH | O_DIRECTORY | O_CLOEXEC);
